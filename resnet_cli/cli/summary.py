@@ -1,0 +1,81 @@
+"""``resnet summary``: the layer table of an architecture or of a trained run."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from resnet_cli.cli import console
+from resnet_cli.cli.options import Arch, Json
+
+
+def summary(
+    arch: Arch = "50",
+    image_size: Annotated[
+        int | None,
+        typer.Option("--image-size", help="Input side in px [default: 224, or the run's].", show_default=False),
+    ] = None,
+    num_classes: Annotated[int, typer.Option("--num-classes", help="Classifier outputs.")] = 1000,
+    in_channels: Annotated[int, typer.Option("--in-channels", help="1 for greyscale, 3 for RGB.")] = 3,
+    small_input: Annotated[
+        bool, typer.Option("--small-input", help="3x3 stride-1 stem without max-pool (images <= 32 px).")
+    ] = False,
+    depth: Annotated[int, typer.Option("--depth", help="1: stem and stages, 2: blocks, 3: every layer.")] = 2,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch dimension of the shapes shown.")] = 1,
+    json_out: Json = False,
+) -> None:
+    """Show each layer's output shape, parameters and multiply-accumulates, with totals."""
+    from resnet_cli.config import ModelConfig
+    from resnet_cli.models.summary import summarize
+
+    config = ModelConfig(arch=str(arch), num_classes=num_classes, in_channels=in_channels, small_input=small_input)
+    size = image_size if image_size is not None else 224
+    result = summarize(config, image_size=size, depth=depth, batch_size=batch_size)
+    if json_out:
+        console.print_json(result.to_dict())
+        return
+    _render(result)
+
+
+def _render(result) -> None:
+    from rich.table import Table
+
+    m = result.model
+    title = f"{m.arch}  input {tuple(result.input_shape)}  classes {m.num_classes}" + (
+        "  small-input stem" if m.small_input else ""
+    )
+    table = Table(title=title, title_justify="left")
+    table.add_column("layer")
+    table.add_column("type")
+    table.add_column("output shape")
+    table.add_column("params", justify="right")
+    table.add_column("MACs", justify="right")
+    for row in result.rows:
+        indent = "  " * (row.depth - 1)
+        table.add_row(indent + row.name, row.type, str(list(row.output_shape)), f"{row.params:,}", _human(row.macs))
+    table.add_section()
+    table.add_row("total", "", "", f"{result.total_params:,}", _human(result.total_macs))
+    out = console.stdout_console()
+    out.print(table)
+    out.print(
+        f"parameters {result.total_params:,} (trainable {result.trainable_params:,})   "
+        f"MACs {result.total_macs / 1e9:.3f} G (FLOPs {2 * result.total_macs / 1e9:.3f} G)   "
+        f"size {result.size_mb:.1f} MB (float32 parameters and buffers)"
+    )
+
+
+def _human(n: int) -> str:
+    if n == 0:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return str(n)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        epilog="Examples: resnet summary --arch 50 | resnet summary --arch 34 --image-size 32 --small-input --depth 1 "
+        "| resnet summary --arch 50 --json",
+    )(summary)

@@ -1,0 +1,90 @@
+"""The command line through Typer's CliRunner: help, version, summary, the error boundary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from resnet_cli import __version__
+from resnet_cli.cli.app import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str, env: dict | None = None):
+    return runner.invoke(app, list(args), env=env)
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert __version__ in result.stdout
+
+
+def test_help_lists_commands_and_examples():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "summary" in result.stdout
+    for name in app.registered_commands:
+        cmd = name.name or name.callback.__name__.replace("_", "-")
+        sub = invoke(cmd, "--help")
+        assert sub.exit_code == 0, cmd
+        assert "resnet " in sub.stdout and "Example" in sub.stdout, cmd
+
+
+def test_summary_table():
+    result = invoke("summary", "--arch", "34", "--depth", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "layer4" in result.stdout and "21,797,672" in result.stdout
+    assert "3.664 G" in result.stdout
+
+
+def test_summary_json_is_one_document():
+    result = invoke("summary", "--arch", "resnet50", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["total_params"] == 25_557_032
+    assert abs(doc["total_macs"] / 1e9 - 4.09) < 0.04
+    assert doc["model"]["arch"] == "resnet50"
+    assert any(layer["name"] == "layer2.0" for layer in doc["layers"])
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--arch", "35"], "18, 34, 50, 101, 152"),
+        (["--image-size", "0"], "at least 32"),
+        (["--image-size", "16"], "--small-input"),
+        (["--num-classes", "-4"], "at least 1"),
+        (["--depth", "0"], "depth must be"),
+        (["--image-size", "abc"], "--image-size"),
+    ],
+)
+def test_summary_bad_input_is_one_line_exit_2(args, fragment):
+    result = invoke("summary", *args)
+    assert result.exit_code == 2
+    assert fragment in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_debug_shows_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnet_cli", "summary", "--arch", "35"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "RESNET_DEBUG": "1"},
+    )
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def test_module_entry_point_and_unknown_command():
+    proc = subprocess.run([sys.executable, "-m", "resnet_cli", "sumary"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "summary" in proc.stderr  # suggests the right name

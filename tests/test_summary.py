@@ -1,0 +1,55 @@
+"""Layer summary: torch's counter against torchvision's published MACs, shapes and depths."""
+
+from __future__ import annotations
+
+import pytest
+
+from resnet_cli.config import ModelConfig
+from resnet_cli.errors import ConfigError
+from resnet_cli.models.summary import summarize
+
+# torchvision.models documentation, "GFLOPS" column (which counts multiply-accumulates) at 224 px.
+PUBLISHED_GMACS = {"resnet18": 1.81, "resnet34": 3.66, "resnet50": 4.09, "resnet101": 7.80, "resnet152": 11.51}
+
+
+@pytest.mark.parametrize(("arch", "gmacs"), PUBLISHED_GMACS.items())
+def test_totals_match_published(arch, gmacs):
+    s = summarize(ModelConfig(arch), image_size=224)
+    assert abs(s.total_macs / 1e9 - gmacs) / gmacs < 0.01
+    assert s.total_params == s.trainable_params
+    assert s.size_mb == pytest.approx(s.total_params * 4 / 1e6, rel=0.01)
+
+
+def test_rows_by_depth_and_shapes():
+    stages = summarize(ModelConfig("resnet34"), image_size=224, depth=1)
+    assert [r.name for r in stages.rows] == [
+        "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc",
+    ]  # fmt: skip
+    by_name = {r.name: r for r in stages.rows}
+    assert by_name["layer4"].output_shape == (1, 512, 7, 7)
+    assert by_name["fc"].output_shape == (1, 1000)
+    # The stage rows add up to the totals.
+    assert sum(r.params for r in stages.rows) == stages.total_params
+    assert sum(r.macs for r in stages.rows) == stages.total_macs
+    blocks = summarize(ModelConfig("resnet34"), image_size=224, depth=2)
+    assert "layer3.5" in {r.name for r in blocks.rows}
+    layers = summarize(ModelConfig("resnet34"), image_size=224, depth=3)
+    assert "layer3.5.conv2" in {r.name for r in layers.rows}
+
+
+def test_small_input_and_greyscale():
+    s = summarize(ModelConfig("resnet18", num_classes=10, in_channels=1, small_input=True), image_size=8, depth=1)
+    by_name = {r.name: r for r in s.rows}
+    assert s.input_shape == (1, 1, 8, 8)
+    assert by_name["conv1"].output_shape == (1, 64, 8, 8)
+    assert by_name["layer4"].output_shape == (1, 512, 1, 1)
+    assert by_name["conv1"].params == 64 * 9
+
+
+@pytest.mark.parametrize(
+    ("size", "small", "fragment"),
+    [(0, False, "positive"), (16, False, "--small-input"), (4, True, "at least 8")],
+)
+def test_too_small_images(size, small, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        summarize(ModelConfig("resnet34", small_input=small), image_size=size)
