@@ -80,6 +80,7 @@ class TrainConfig(_Dict):
     lr: float = 1e-3  # AdamW's usual starting point for from-scratch ResNets at batch 64
     weight_decay: float = 0.05
     image_size: int | None = None  # default: 224, or the images' own size when they are 64 px or smaller
+    in_channels: int | None = None  # default: 1 when every training image is greyscale, else 3
     small_input: bool | None = None  # default: on when image_size <= 64
     augment: str | None = None  # default: "crop" for small images, "rrc" otherwise
     hflip: bool = False
@@ -101,3 +102,18 @@ class TrainConfig(_Dict):
     init: str | None = None  # weights to start from (torchvision/timm state dict, our .pt or .safetensors)
     save_every: int = 0  # also write last.pt every N optimiser steps within an epoch (0: epoch ends only)
     max_steps_per_epoch: int = 0  # cap on training steps per epoch, for smoke tests (0: no cap)
+
+
+@dataclass(frozen=True)
+class SplitConfig(_Dict):
+    """Options of ``resnet split``."""
+
+    val: float = 0.2  # fraction of each class for validation (> 0)
+    test: float = 0.0  # fraction of each class held out for the final test (0: no test part)
+    seed: int = 42
+    skip_bad: bool = False  # leave unreadable images out (recorded) instead of failing
+    dedupe: bool = False  # keep one file of each group of byte-identical files
+    drop_small: bool = False  # leave out classes too small to have an image in every part (recorded)
+    out: str | None = None  # manifest path; default <data>/manifest.csv
+    force: bool = False  # replace an existing manifest
+    workers: int | None = None  # processes verifying images; default: all CPUs

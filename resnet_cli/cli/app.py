@@ -87,9 +87,10 @@ def _root(
 def _register() -> None:
     # Command modules import only typer and the standard library at module level; torch is imported
     # inside each command, so `resnet --help` stays instant.
-    from resnet_cli.cli import summary
+    from resnet_cli.cli import sample_data, split, summary
 
-    summary.register(app)
+    for module in (sample_data, split, summary):
+        module.register(app)
 
 
 _register()

@@ -1,0 +1,94 @@
+"""``resnet split``: scan, verify and stratify a folder into a seeded manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from resnet_cli.cli import console
+from resnet_cli.cli.options import Force, Json, Quiet
+from resnet_cli.cli.progress import task_progress
+
+
+def split(
+    data_dir: Annotated[Path, typer.Argument(help="ImageFolder root: DATA_DIR/<class>/<image>.", show_default=False)],
+    val: Annotated[float, typer.Option("--val", help="Fraction of each class for validation.")] = 0.2,
+    test: Annotated[float, typer.Option("--test", help="Fraction of each class held out for testing (0: none).")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the split.")] = 42,
+    skip_bad: Annotated[
+        bool,
+        typer.Option("--skip-bad", help="Leave unreadable images out (recorded in the manifest) instead of failing."),
+    ] = False,
+    dedupe: Annotated[
+        bool, typer.Option("--dedupe", help="Keep one file of each group of byte-identical files.")
+    ] = False,
+    drop_small: Annotated[
+        bool, typer.Option("--drop-small", help="Leave out classes too small to have an image in every part.")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Manifest path [default: DATA_DIR/manifest.csv].", show_default=False),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Processes decoding images [default: all CPUs].", show_default=False)
+    ] = None,
+    force: Force = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Check every image by decoding it and write a seeded, stratified train/val(/test) manifest.
+
+    The manifest (CSV, with a JSON sidecar) lands in DATA_DIR, where train and eval find it.
+    """
+    from resnet_cli.config import SplitConfig
+    from resnet_cli.data.split import make_split
+
+    config = SplitConfig(
+        val=val,
+        test=test,
+        seed=seed,
+        skip_bad=skip_bad,
+        dedupe=dedupe,
+        drop_small=drop_small,
+        out=str(out) if out else None,
+        force=force,
+        workers=workers,
+    )
+    with task_progress("verifying images", quiet or json_out) as progress:
+        result = make_split(data_dir, config, progress=progress)
+    for message in result.warnings:
+        console.warning_line(message, quiet)
+    if result.excluded:
+        console.warning_line(f"left out {len(result.excluded)} file(s); see {result.sidecar}", quiet)
+    if json_out:
+        console.print_json(result.to_dict())
+        return
+    _render(result.to_dict())
+    console.print_path(result.manifest.path)
+
+
+def _render(doc: dict) -> None:
+    from rich.table import Table
+
+    parts = ["train", "val"] + (["test"] if doc["test"] > 0 else [])
+    table = Table(title=f"split of {doc['root']} (seed {doc['seed']})", title_justify="left")
+    table.add_column("class")
+    for part in parts:
+        table.add_column(part, justify="right")
+    table.add_column("total", justify="right")
+    for name, counts in doc["counts"].items():
+        table.add_row(name, *(str(counts[p]) for p in parts), str(sum(counts.values())))
+    table.add_section()
+    totals = doc["totals"]
+    table.add_row("total", *(str(totals[p]) for p in parts), str(sum(totals.values())))
+    out = console.stdout_console()
+    out.print(table)
+    out.print(f"{len(doc['classes'])} classes; largest/smallest class ratio {doc['imbalance']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        epilog="Examples: resnet split data --val 0.2 | resnet split data --val 0.15 --test 0.15 --seed 0 --json",
+    )(split)

@@ -1,0 +1,1 @@
+"""Files: atomic writes, checkpoints, histories, weights and exports."""
