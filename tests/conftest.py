@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 # Two CPU cores here: keep torch from oversubscribing when pytest and subprocesses run side by side.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -18,3 +24,63 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300, **kwargs):
+    """Run ``python -m resnet_cli`` in a subprocess (real signals, real exit codes)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("RESNET_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_cli", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+@pytest.fixture(scope="session")
+def digits_split(tmp_path_factory) -> Path:
+    """All 1,797 digits, split 70/15/15 with seed 0. Read-only: copy it before changing anything."""
+    from resnet_cli.config import SplitConfig
+    from resnet_cli.data.sample import write_digits
+    from resnet_cli.data.split import make_split
+
+    root = tmp_path_factory.mktemp("digits") / "data"
+    write_digits(root)
+    make_split(root, SplitConfig(val=0.15, test=0.15, seed=0))
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_split(tmp_path_factory) -> Path:
+    """20 digits per class (200 images), split 60/20/20. Read-only."""
+    from resnet_cli.config import SplitConfig
+    from resnet_cli.data.sample import write_digits
+    from resnet_cli.data.split import make_split
+
+    root = tmp_path_factory.mktemp("small") / "data"
+    write_digits(root, per_class=20)
+    make_split(root, SplitConfig(val=0.2, test=0.2, seed=0))
+    return root
+
+
+@pytest.fixture()
+def small_copy(small_split, tmp_path) -> Path:
+    """A private copy of ``small_split`` a test may modify."""
+    target = tmp_path / "data"
+    shutil.copytree(small_split, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def trained_run(small_split, tmp_path_factory) -> Path:
+    """A tiny finished run (resnet18, 3 epochs) on ``small_split``. Read-only."""
+    from resnet_cli.config import TrainConfig
+    from resnet_cli.engine.train import fit
+
+    out = tmp_path_factory.mktemp("runs") / "r18"
+    fit(TrainConfig(data=str(small_split), arch="18", epochs=3, batch_size=16, out=str(out), workers=0))
+    return out

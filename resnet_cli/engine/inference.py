@@ -1,0 +1,60 @@
+"""The forward-only loop shared by validation, ``resnet eval`` and ``resnet predict``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from resnet_cli.engine.callbacks import Callback, StopRequest
+from resnet_cli.engine.device import Placement, autocast
+
+
+class AutocastForward(nn.Module):
+    """Runs the wrapped network's forward under autocast.
+
+    Autocast is thread-local, so a context around ``DataParallel(model)(x)`` would not reach the replicas'
+    threads; putting it inside the module's forward does. The wrapper holds no parameters of its own.
+    """
+
+    wraps_model = True
+
+    def __init__(self, model: nn.Module, placement: Placement) -> None:
+        super().__init__()
+        self.model = model
+        self.placement = placement
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(self.placement):
+            return self.model(x)
+
+
+def to_device(x: torch.Tensor, placement: Placement) -> torch.Tensor:
+    x = x.to(placement.device, non_blocking=True)
+    if placement.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def predict_batches(
+    model: nn.Module,
+    loader,
+    placement: Placement,
+    callback: Callback | None = None,
+    stop: StopRequest | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(float32 logits on the CPU, targets)`` per batch, in eval mode and inference mode.
+
+    Stops early (returns) when ``stop`` is requested.
+    """
+    model.eval()
+    steps = len(loader)
+    with torch.inference_mode():
+        for step, (x, y) in enumerate(loader, start=1):
+            logits = model(to_device(x, placement)).float().cpu()
+            yield logits, y
+            if callback is not None:
+                callback.on_validation_step(step, steps)
+            if stop is not None and stop.requested:
+                return

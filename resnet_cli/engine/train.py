@@ -1,0 +1,785 @@
+"""``fit``: the training loop, with validation every epoch, early stopping and exact resume.
+
+Exact resume: the checkpoint holds every piece of state the rest of the run depends on (weights,
+optimiser, scheduler, early stopping, AMP scaler, RNG states, the position inside the epoch and the epoch's
+running sums). Data order comes from ``(seed, epoch)`` and each sample's augmentation from
+``(seed, epoch, index)`` (see :mod:`resnet_cli.data.dataset`), so a run stopped at any point, even by
+SIGKILL, and resumed from its ``last.pt`` ends with the same weights, bit for bit, on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from resnet_cli import __version__
+from resnet_cli.config import ModelConfig, PreprocessConfig, TrainConfig
+from resnet_cli.data.dataset import EpochBatchSampler, ManifestDataset, compute_mean_std, make_loader
+from resnet_cli.data.split import Manifest, default_manifest_path, read_manifest
+from resnet_cli.data.transforms import eval_transform, train_transform
+from resnet_cli.engine import distributed
+from resnet_cli.engine.callbacks import BatchStats, Callback, CallbackList, EpochRecord, StopRequest
+from resnet_cli.engine.device import (
+    Placement,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+)
+from resnet_cli.engine.distributed import DistInfo
+from resnet_cli.engine.inference import AutocastForward, predict_batches, to_device
+from resnet_cli.errors import CheckpointError, ConfigError, DatasetError, Interrupted, OutputExistsError, RunFailedError
+from resnet_cli.io.atomic import atomic_write_text
+from resnet_cli.io.checkpoint import read_project_checkpoint, save_checkpoint, unwrap_model
+from resnet_cli.io.history import HISTORY_NAME, write_history
+from resnet_cli.io.weights import adapt_state_dict, read_state_dict
+from resnet_cli.models import build_model, canonical_arch, depth_of
+
+#: Files a run folder owns; ``--force`` removes exactly these (and the derived ones below) before a new run.
+RUN_FILES = ("config.json", "classes.json", HISTORY_NAME, "last.pt", "best.pt", "run.json")
+DERIVED_PATTERNS = ("eval-*.json", "predictions-*.csv", "curves*.*", "confusion-*.*", "model.*")
+
+#: Options a resumed run may change; everything else must match the checkpoint.
+RESUMABLE_OVERRIDES = frozenset(
+    {"epochs", "patience", "min_delta", "workers", "device", "gpus", "save_every", "max_steps_per_epoch", "compile"}
+)
+
+SIGNAL_NAMES = {2: "SIGINT", 15: "SIGTERM"}
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or early-stopped) run reports."""
+
+    run_dir: Path
+    epochs_run: int
+    best_epoch: int
+    best_val_loss: float
+    best_val_acc: float
+    stop_reason: str  # "completed" or "early_stop"
+    history: list[EpochRecord]
+    placement: str
+    precision: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else None
+        return {
+            "run_dir": str(self.run_dir),
+            "epochs_run": self.epochs_run,
+            "stop_reason": self.stop_reason,
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "best_val_acc": self.best_val_acc,
+            "final": last.to_dict() if last else None,
+            "placement": self.placement,
+            "precision": self.precision,
+            "checkpoints": {"best": str(self.run_dir / "best.pt"), "last": str(self.run_dir / "last.pt")},
+        }
+
+
+def default_run_dir(arch: str) -> Path:
+    return Path("runs") / f"r{depth_of(arch)}"
+
+
+def check_options(config: TrainConfig) -> None:
+    """Cheap checks that need neither data nor devices.
+
+    Raises:
+        ConfigError: an impossible value, named with what would work.
+    """
+    canonical_arch(config.arch)
+    checks = [
+        (config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}"),
+        (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
+        (math.isfinite(config.lr) and config.lr > 0, f"--lr must be a positive number, got {config.lr}"),
+        (config.weight_decay >= 0, f"--weight-decay must be 0 or more, got {config.weight_decay}"),
+        (config.patience >= 1, f"--patience must be at least 1 epoch, got {config.patience}"),
+        (config.min_delta >= 0, f"--min-delta must be 0 or more, got {config.min_delta}"),
+        (config.lr_patience >= 0, f"--lr-patience must be 0 or more, got {config.lr_patience}"),
+        (0 < config.lr_factor < 1, f"--lr-factor must be between 0 and 1 (exclusive), got {config.lr_factor}"),
+        (config.min_lr >= 0, f"--min-lr must be 0 or more, got {config.min_lr}"),
+        (0 <= config.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {config.label_smoothing}"),
+        (config.workers is None or config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),
+        (config.save_every >= 0, f"--save-every must be 0 or more steps, got {config.save_every}"),
+        (config.max_steps_per_epoch >= 0, f"--max-steps must be 0 or more, got {config.max_steps_per_epoch}"),
+        (config.image_size is None or config.image_size > 0, f"--image-size must be positive, got {config.image_size}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def default_workers() -> int:
+    # Decoding runs beside the training threads; on a two-core machine a worker only competes with them.
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(4, cpus - 1)
+
+
+def resume_config(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) -> TrainConfig:
+    """The configuration of the run in ``run_dir`` with the allowed ``overrides`` applied.
+
+    Raises:
+        CheckpointError: nothing to resume.
+        ConfigError: an override that would change what the run is (names the difference).
+    """
+    last = Path(run_dir) / "last.pt"
+    if not last.is_file():
+        raise CheckpointError(f"nothing to resume in {run_dir}: no last.pt there (leave out --resume to start a run)")
+    saved = TrainConfig.from_dict(read_project_checkpoint(last)["config"])
+    changes = {}
+    for key, value in overrides.items():
+        if key in ("out",):
+            continue
+        old = getattr(saved, key)
+        if key == "arch":
+            value, old = canonical_arch(value), canonical_arch(old)
+        if key in ("data", "manifest") and value is not None and old is not None:
+            same = Path(value).resolve() == Path(old).resolve()
+            if not same:
+                raise ConfigError(
+                    f"cannot resume with --{key} {value}: the run in {run_dir} trained on {old}; "
+                    "start a new run with --out"
+                )
+            continue
+        if value != old and key not in RESUMABLE_OVERRIDES:
+            raise ConfigError(
+                f"cannot change --{key.replace('_', '-')} when resuming (the run used {old!r}, got {value!r}): "
+                "start a new run with --out"
+            )
+        changes[key] = value
+    return replace(saved, **changes)
+
+
+def fit(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    callbacks: list[Callback] | tuple[Callback, ...] = (),
+    stop: StopRequest | None = None,
+    dist: DistInfo | None = None,
+) -> TrainResult:
+    """Train a ResNet on a manifest's train part, validating on its val part every epoch.
+
+    Raises:
+        ConfigError, DeviceError, DatasetError, CheckpointError, OutputExistsError: bad options or input.
+        RunFailedError: non-finite loss or weights, or a failed write.
+        Interrupted: ``stop`` was requested; a resumable ``last.pt`` was written first.
+    """
+    dist = dist or DistInfo()
+    stop = stop or StopRequest()
+    check_options(config)
+    # Devices first: a missing GPU is reported before any data is scanned.
+    device, gpus = resolve_device(config.device, tuple(config.gpus))
+    if dist.enabled:
+        if gpus:
+            raise ConfigError("--gpus (DataParallel) cannot be combined with torchrun: leave out --gpus")
+        if device.type == "cuda":
+            device = torch.device(f"cuda:{dist.local_rank}")
+            torch.cuda.set_device(device)
+    placement = Placement(
+        device, gpus, resolve_precision(config.precision, device), resolve_channels_last(config.channels_last, device)
+    )
+    arch = canonical_arch(config.arch)
+    run_dir = Path(config.out) if config.out else default_run_dir(arch)
+    state = read_project_checkpoint(run_dir / "last.pt") if resume else None
+    if state is None and dist.is_main:
+        _prepare_run_dir(run_dir, force)
+    elif state is not None and state.get("loader") is None:
+        raise CheckpointError(f"{run_dir / 'last.pt'} is not resumable (no training state): start a new run")
+
+    manifest = _load_manifest(config)
+    train_rows, val_rows = manifest.part("train"), manifest.part("val")
+    if not train_rows or not val_rows:
+        raise DatasetError(f"{manifest.path} has {len(train_rows)} train and {len(val_rows)} val images: split again")
+    fingerprint = data_fingerprint(manifest)
+
+    from resnet_cli.data.preprocess import resolve as resolve_preprocess
+
+    if state is not None:
+        pre = PreprocessConfig.from_dict(state["preprocess"])
+        model_config = ModelConfig.from_dict(state["model_config"])
+        _check_resume_matches(state, manifest, fingerprint, arch, run_dir)
+    else:
+        pre, small = resolve_preprocess(config, train_rows)
+        model_config = ModelConfig(arch, len(manifest.classes), pre.in_channels, small)
+    workers = config.workers if config.workers is not None else default_workers()
+    resolved = replace(
+        config,
+        arch=arch,
+        out=str(run_dir),
+        image_size=pre.image_size,
+        in_channels=pre.in_channels,
+        small_input=model_config.small_input,
+        augment=pre.augment,
+        workers=workers,
+        precision=placement.precision,
+        channels_last=placement.channels_last,
+        manifest=str(manifest.path.resolve()),
+        data=str(manifest.root.resolve()),
+        gpus=tuple(gpus),
+    )
+
+    cb = CallbackList(callbacks if dist.is_main else ())
+    seed = config.seed
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    if state is None and pre.normalize == "dataset":
+        stats_set = ManifestDataset(
+            manifest.root,
+            train_rows,
+            manifest.classes,
+            eval_transform(pre, normalize=False),
+            pre.in_channels,
+            pre.background,
+        )
+        mean, std = compute_mean_std(stats_set, config.batch_size, workers)
+        pre = replace(pre, mean=mean, std=std)
+
+    train_set = ManifestDataset(
+        manifest.root, train_rows, manifest.classes, train_transform(pre), pre.in_channels, pre.background
+    )
+    val_set = ManifestDataset(
+        manifest.root, val_rows, manifest.classes, eval_transform(pre), pre.in_channels, pre.background
+    )
+    train_sampler = EpochBatchSampler(
+        len(train_set), config.batch_size, seed, True, dist.rank, dist.world_size, train=True
+    )
+    val_sampler = EpochBatchSampler(
+        len(val_set), config.batch_size, seed, False, dist.rank, dist.world_size, train=False
+    )
+    pin = device.type == "cuda"
+    train_loader = make_loader(train_set, train_sampler, workers, seed, pin)
+    val_loader = make_loader(val_set, val_sampler, workers, seed + 1, pin)
+
+    model = build_model(
+        arch, model_config.num_classes, model_config.in_channels, model_config.small_input, config.zero_init_residual
+    )
+    if state is None and config.init:
+        notes = _load_init(model, config.init)
+        for note in notes:
+            cb.on_message(f"--init {config.init}: {note}")
+    model.to(device)
+    if placement.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=placement.uses_scaler)
+    stopper = EarlyStopping(config.patience, config.min_delta)
+    history: list[EpochRecord] = []
+    start_epoch, start_step = 0, 0
+    partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "train_time": 0.0, "epoch_time": 0.0, "lr": config.lr}
+    best = {"epoch": 0, "val_loss": math.inf, "val_acc": 0.0}
+
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        stopper.load_state_dict(state["early_stopping"])
+        history = [EpochRecord(**r) for r in state["history"]]
+        best = dict(state["best"])
+        loader_state = state["loader"]
+        start_epoch = int(state["epoch"])
+        start_step = int(loader_state["batches_done"])
+        partial = dict(state["partial"])
+        if start_step and (
+            loader_state["world_size"] != dist.world_size or loader_state["batch_size"] != config.batch_size
+        ):
+            raise ConfigError(
+                f"{run_dir / 'last.pt'} was saved mid-epoch by {loader_state['world_size']} process(es) with batch "
+                f"size {loader_state['batch_size']}: resume with the same, or from an epoch-end checkpoint"
+            )
+        _set_rng_state(state["rng"])
+        if stopper.stopped and config.epochs > start_epoch:
+            stopper.reset()
+            cb.on_message(f"extending an early-stopped run from epoch {start_epoch} to {config.epochs}")
+        elif start_epoch >= config.epochs and not start_step:
+            raise ConfigError(
+                f"the run in {run_dir} already finished {start_epoch} epochs: pass --epochs with more than "
+                f"{start_epoch} to extend it"
+            )
+        cb.on_message(f"resumed {run_dir} at epoch {start_epoch + 1}, step {start_step}")
+
+    net: nn.Module = AutocastForward(model, placement)
+    if placement.gpus:
+        net = nn.DataParallel(net, device_ids=list(placement.gpus))
+    distributed.init(dist, device)
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        net = torch.compile(net)
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    run_config = _run_config(resolved, model_config, pre, manifest, fingerprint, placement, dist)
+    if dist.is_main:
+        atomic_write_text(run_dir / "config.json", json.dumps(run_config, indent=2) + "\n")
+        atomic_write_text(run_dir / "classes.json", json.dumps(manifest.classes, indent=2, ensure_ascii=False) + "\n")
+    cb.on_train_start(
+        {
+            "run_dir": str(run_dir),
+            "placement": placement.describe(),
+            "model": model_config.to_dict(),
+            "preprocess": pre.to_dict(),
+            "train_images": len(train_rows),
+            "val_images": len(val_rows),
+            "epochs": config.epochs,
+            "workers": workers,
+            "world_size": dist.world_size,
+            "network": model,  # the bare nn.Module being trained, for callbacks that inspect it
+        }
+    )
+
+    loop = _Loop(
+        config=config, resolved=resolved, net=net, model=model, optimizer=optimizer, scheduler=scheduler,
+        scaler=scaler, stopper=stopper, criterion=criterion, placement=placement, dist=dist, cb=cb, stop=stop,
+        run_dir=run_dir, model_config=model_config, pre=pre, manifest=manifest, fingerprint=fingerprint,
+        history=history, best=best, train_loader=train_loader, val_loader=val_loader,
+        train_sampler=train_sampler,
+    )  # fmt: skip
+    try:
+        stop_reason = loop.run(start_epoch, start_step, partial)
+    finally:
+        distributed.shutdown(dist)
+    result = TrainResult(
+        run_dir=run_dir,
+        epochs_run=len(loop.history),
+        best_epoch=int(loop.best["epoch"]),
+        best_val_loss=float(loop.best["val_loss"]),
+        best_val_acc=float(loop.best["val_acc"]),
+        stop_reason=stop_reason,
+        history=loop.history,
+        placement=placement.describe(),
+        precision=placement.precision,
+        config=run_config,
+    )
+    if dist.is_main:
+        atomic_write_text(run_dir / "run.json", json.dumps({**result.to_dict(), "finished": True}, indent=2) + "\n")
+    cb.on_train_end(result)
+    return result
+
+
+class EarlyStopping:
+    """Stop when validation loss has not improved by more than ``min_delta`` for ``patience`` epochs."""
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best = math.inf
+        self.bad_epochs = 0
+        self.stopped = False
+
+    def step(self, value: float) -> bool:
+        """Record an epoch's validation loss; returns True when it improved."""
+        if value < self.best - self.min_delta:
+            self.best = value
+            self.bad_epochs = 0
+            return True
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience:
+            self.stopped = True
+        return False
+
+    def reset(self) -> None:
+        self.bad_epochs = 0
+        self.stopped = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_epochs": self.bad_epochs, "stopped": self.stopped}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = float(state["best"])
+        self.bad_epochs = int(state["bad_epochs"])
+        self.stopped = bool(state["stopped"])
+
+
+@dataclass
+class _Loop:
+    """The epoch loop's state and steps (kept apart from ``fit``'s set-up)."""
+
+    config: TrainConfig
+    resolved: TrainConfig
+    net: nn.Module
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    stopper: EarlyStopping
+    criterion: nn.Module
+    placement: Placement
+    dist: DistInfo
+    cb: Callback
+    stop: StopRequest
+    run_dir: Path
+    model_config: ModelConfig
+    pre: PreprocessConfig
+    manifest: Manifest
+    fingerprint: str
+    history: list[EpochRecord]
+    best: dict[str, Any]
+    train_loader: Any
+    val_loader: Any
+    train_sampler: EpochBatchSampler
+
+    def run(self, start_epoch: int, start_step: int, partial: dict[str, Any]) -> str:
+        for epoch in range(start_epoch + 1, self.config.epochs + 1):
+            if self.stopper.stopped:
+                break
+            record, improved = self._epoch(epoch, start_step, partial)
+            start_step, partial = 0, self._fresh_partial()
+            self.history.append(record)
+            if improved:
+                self.best = {"epoch": epoch, "val_loss": record.val_loss, "val_acc": record.val_acc}
+            lr_before = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step(record.val_loss)
+            lr_after = self.optimizer.param_groups[0]["lr"]
+            if self.dist.is_main:
+                # best.pt first: a crash in between leaves last.pt one epoch behind, which resumes exactly.
+                if improved:
+                    self._save("best.pt", epoch, 0, self._fresh_partial())
+                self._save("last.pt", epoch, 0, self._fresh_partial())
+                write_history(self.run_dir / HISTORY_NAME, self.history)
+            distributed.barrier(self.dist)
+            self.cb.on_epoch_end(record, improved)
+            if lr_after < lr_before:
+                self.cb.on_message(f"validation loss plateaued: learning rate {lr_before:.3g} -> {lr_after:.3g}")
+            if self.stopper.stopped:
+                self.cb.on_message(
+                    f"early stop after epoch {epoch}: no validation-loss improvement for {self.stopper.patience} epochs"
+                )
+        return "early_stop" if self.stopper.stopped else "completed"
+
+    @staticmethod
+    def _fresh_partial() -> dict[str, Any]:
+        return {"loss_sum": 0.0, "correct": 0, "seen": 0, "train_time": 0.0, "epoch_time": 0.0, "lr": None}
+
+    def _epoch(self, epoch: int, start_step: int, partial: dict[str, Any]) -> tuple[EpochRecord, bool]:
+        sampler = self.train_sampler
+        sampler.set_epoch(epoch, 0)
+        steps = sampler.total_batches()
+        if self.config.max_steps_per_epoch:
+            steps = min(steps, self.config.max_steps_per_epoch)
+        sampler.set_epoch(epoch, start_step)
+        lr = self.optimizer.param_groups[0]["lr"]
+        partial["lr"] = partial.get("lr") or lr
+        self.cb.on_epoch_start(epoch, self.config.epochs, steps)
+        epoch_start = time.perf_counter() - partial["epoch_time"]
+        step = start_step
+        if step < steps:
+            step = self._train_steps(epoch, step, steps, partial, epoch_start)
+        partial["epoch_time"] = time.perf_counter() - epoch_start
+
+        self.cb.on_validation_start(epoch, len(self.val_loader))
+        loss_sum, correct, seen = 0.0, 0, 0
+        for logits, targets in predict_batches(self.net, self.val_loader, self.placement, self.cb, self.stop):
+            loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            correct += int((logits.argmax(1) == targets).sum())
+            seen += len(targets)
+        self._check_stop(epoch, steps, partial, epoch_start)
+        loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], self.dist, self.placement.device)
+        totals = distributed.all_sum(
+            [partial["loss_sum"], partial["correct"], partial["seen"]], self.dist, self.placement.device
+        )
+        val_loss = loss_sum / max(seen, 1)
+        if not math.isfinite(val_loss):
+            raise RunFailedError(
+                f"validation loss is {val_loss} after epoch {epoch}: the run diverged; last.pt still holds epoch "
+                f"{epoch - 1}: lower --lr or use --precision fp32"
+            )
+        improved = self.stopper.step(val_loss)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=totals[0] / max(totals[2], 1),
+            train_acc=totals[1] / max(totals[2], 1),
+            val_loss=val_loss,
+            val_acc=correct / max(seen, 1),
+            lr=float(partial["lr"]),
+            epoch_time=time.perf_counter() - epoch_start,
+            images_per_s=totals[2] / max(partial["train_time"], 1e-9),
+        )
+        return record, improved
+
+    def _train_steps(self, epoch: int, step: int, steps: int, partial: dict[str, Any], epoch_start: float) -> int:
+        self.net.train()
+        tick = time.perf_counter()
+        for x, y in self.train_loader:
+            step += 1
+            x = to_device(x, self.placement)
+            y = y.to(self.placement.device, non_blocking=True)
+            logits = self.net(x)
+            loss = self.criterion(logits.float(), y)
+            loss_value = float(loss.detach())
+            bad = not math.isfinite(loss_value)
+            flags = distributed.any_rank([bad, self.stop.requested], self.dist, self.placement.device)
+            if flags[0]:
+                raise RunFailedError(
+                    f"loss became {loss_value} at epoch {epoch}, step {step}: the run diverged; last.pt keeps the "
+                    f"last good state: lower --lr (it is {self.optimizer.param_groups[0]['lr']:.3g}) "
+                    "or use --precision fp32"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            batch = len(y)
+            partial["loss_sum"] += loss_value * batch
+            partial["correct"] += int((logits.detach().argmax(1) == y).sum())
+            partial["seen"] += batch
+            now = time.perf_counter()
+            partial["train_time"] += now - tick
+            tick = now
+            self.cb.on_batch_end(
+                epoch,
+                BatchStats(
+                    step=step,
+                    steps=steps,
+                    loss=partial["loss_sum"] / partial["seen"],
+                    accuracy=partial["correct"] / partial["seen"],
+                    images_per_s=partial["seen"] / max(partial["train_time"], 1e-9),
+                ),
+            )
+            if flags[1] or self.stop.requested:
+                partial["epoch_time"] = now - epoch_start
+                self._interrupt(epoch, step, partial)
+            if self.config.save_every and step % self.config.save_every == 0 and step < steps and self.dist.is_main:
+                partial["epoch_time"] = now - epoch_start
+                self._save("last.pt", epoch - 1, step, partial)
+            if step >= steps:
+                break
+        return step
+
+    def _check_stop(self, epoch: int, steps: int, partial: dict[str, Any], epoch_start: float) -> None:
+        # Stopped during validation: the epoch's training is complete; resuming re-runs its validation.
+        if distributed.any_rank([self.stop.requested], self.dist, self.placement.device)[0]:
+            partial["epoch_time"] = time.perf_counter() - epoch_start
+            self._interrupt(epoch, steps, partial)
+
+    def _interrupt(self, epoch: int, step: int, partial: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            self._save("last.pt", epoch - 1, step, partial)
+            write_history(self.run_dir / HISTORY_NAME, self.history)
+        distributed.barrier(self.dist)
+        signum = self.stop.signal or 2
+        name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+        raise Interrupted(
+            f"stopped by {name} at epoch {epoch}, step {step}; saved {self.run_dir / 'last.pt'}: "
+            f"continue with 'resnet train --resume --out {self.run_dir}'",
+            128 + signum,
+        )
+
+    def _save(self, name: str, epoch: int, batches_done: int, partial: dict[str, Any]) -> None:
+        model = unwrap_model(self.model)
+        payload = {
+            "kind": name.removesuffix(".pt"),
+            "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            "model_config": self.model_config.to_dict(),
+            "classes": list(self.manifest.classes),
+            "preprocess": self.pre.to_dict(),
+            "config": self.resolved.to_dict(),
+            "precision": self.placement.precision,
+            "epoch": epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.placement.uses_scaler else None,
+            "early_stopping": self.stopper.state_dict(),
+            "rng": _rng_state(),
+            "loader": {
+                "seed": self.config.seed,
+                "epoch": epoch + 1,
+                "batches_done": batches_done,
+                "world_size": self.dist.world_size,
+                "batch_size": self.config.batch_size,
+            },
+            "partial": dict(partial),
+            "history": [r.to_dict() for r in self.history],
+            "best": dict(self.best),
+            "manifest_sha256": self.manifest.csv_sha256,
+            "data_fingerprint": self.fingerprint,
+            "versions": _versions(),
+        }
+        save_checkpoint(self.run_dir / name, payload)
+
+
+def _prepare_run_dir(run_dir: Path, force: bool) -> None:
+    existing = [n for n in RUN_FILES if (run_dir / n).exists()]
+    if existing and not force:
+        raise OutputExistsError(
+            f"{run_dir} already holds a run ({', '.join(existing)}): pass --resume to continue it, --force to "
+            "start over, or --out for a new folder"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file: give a folder for the run")
+    if force:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        for pattern in DERIVED_PATTERNS:
+            for path in run_dir.glob(pattern):
+                if path.is_file():
+                    path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _load_manifest(config: TrainConfig) -> Manifest:
+    if config.manifest:
+        return read_manifest(config.manifest, root=config.data if config.data and config.data != "data" else None)
+    data = Path(config.data or "data")
+    if not data.exists():
+        raise DatasetError(
+            f"data folder {data} does not exist: run 'resnet split {data} --val 0.2' on your ImageFolder, "
+            "or pass --data DIR"
+        )
+    return read_manifest(default_manifest_path(data), root=data)
+
+
+def data_fingerprint(manifest: Manifest) -> str:
+    """Hash of every listed file's path and size: cheap (no reads), and catches added, removed or replaced
+    files.
+
+    Raises:
+        DatasetError: a listed file is missing.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    missing = []
+    for row in manifest.rows:
+        try:
+            size = (manifest.root / row.path).stat().st_size
+        except OSError:
+            missing.append(row.path)
+            continue
+        digest.update(f"{row.path}\0{size}\n".encode())
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} image(s) of {manifest.path} are missing under {manifest.root}, e.g. {missing[0]}: "
+            "pass --data with the folder that holds them, or run 'resnet split' again"
+        )
+    return digest.hexdigest()
+
+
+def _check_resume_matches(state: dict, manifest: Manifest, fingerprint: str, arch: str, run_dir: Path) -> None:
+    saved_arch = state["model_config"]["arch"]
+    if saved_arch != arch:
+        raise ConfigError(f"cannot resume {run_dir}: it trains {saved_arch}, not {arch}")
+    if list(state["classes"]) != list(manifest.classes):
+        added = sorted(set(manifest.classes) - set(state["classes"]))
+        removed = sorted(set(state["classes"]) - set(manifest.classes))
+        raise DatasetError(
+            f"cannot resume {run_dir}: the class list changed (added {added}, removed {removed}): start a new run"
+        )
+    if state["manifest_sha256"] != manifest.csv_sha256:
+        raise DatasetError(
+            f"cannot resume {run_dir}: {manifest.path} differs from the manifest the run started with "
+            "(re-split?): start a new run with --out"
+        )
+    if state["data_fingerprint"] != fingerprint:
+        raise DatasetError(
+            f"cannot resume {run_dir}: image files under {manifest.root} changed size since the run started: "
+            "restore them or start a new run"
+        )
+
+
+def _load_init(model: nn.Module, source: str) -> list[str]:
+    state = read_state_dict(source)
+    adapted, notes = adapt_state_dict(state, model, source)
+    model.load_state_dict(adapted, strict=False)
+    return [f"loaded {len(adapted)} tensors", *notes]
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # No weight decay on BatchNorm scales/shifts and biases (one-dimensional tensors), as timm does.
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _rng_state() -> dict[str, Any]:
+    version, keys, gauss = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "python": [version, list(keys), gauss],
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    return {
+        "resnet_cli": __version__,
+        "torch": str(torch.__version__),  # a TorchVersion object, which weights_only loading refuses
+        "torchvision": str(torchvision.__version__),
+        "python": platform.python_version(),
+        "cuda": str(torch.version.cuda),
+    }
+
+
+def _run_config(
+    resolved: TrainConfig,
+    model_config: ModelConfig,
+    pre: PreprocessConfig,
+    manifest: Manifest,
+    fingerprint: str,
+    placement: Placement,
+    dist: DistInfo,
+) -> dict[str, Any]:
+    return {
+        "train": resolved.to_dict(),
+        "model": model_config.to_dict(),
+        "preprocess": pre.to_dict(),
+        "classes": list(manifest.classes),
+        "manifest": {
+            "path": str(manifest.path.resolve()),
+            "sha256": manifest.csv_sha256,
+            "root": str(manifest.root.resolve()),
+        },
+        "data_fingerprint": fingerprint,
+        "placement": {
+            "device": str(placement.device),
+            "gpus": list(placement.gpus),
+            "precision": placement.precision,
+            "channels_last": placement.channels_last,
+            "world_size": dist.world_size,
+        },
+        "versions": _versions(),
+    }
