@@ -11,7 +11,7 @@ install: $(STAMP)
 # Re-installs only when the project's metadata changes; otherwise a no-op.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,onnx]'
 	@touch $(STAMP)
 
 test: install

@@ -87,9 +87,10 @@ def _root(
 def _register() -> None:
     # Command modules import only typer and the standard library at module level; torch is imported
     # inside each command, so `resnet --help` stays instant.
-    from resnet_cli.cli import sample_data, split, summary
+    from resnet_cli.cli import eval as eval_command
+    from resnet_cli.cli import export, plot, predict, sample_data, split, summary, train
 
-    for module in (sample_data, split, summary):
+    for module in (sample_data, split, train, eval_command, plot, summary, export, predict):
         module.register(app)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,6 +12,12 @@ from resnet_cli.cli.options import Arch, Json
 
 
 def summary(
+    target: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Run folder, .pt checkpoint or .safetensors to describe (instead of --arch).", show_default=False
+        ),
+    ] = None,
     arch: Arch = "50",
     image_size: Annotated[
         int | None,
@@ -29,8 +36,15 @@ def summary(
     from resnet_cli.config import ModelConfig
     from resnet_cli.models.summary import summarize
 
-    config = ModelConfig(arch=str(arch), num_classes=num_classes, in_channels=in_channels, small_input=small_input)
-    size = image_size if image_size is not None else 224
+    if target is not None:
+        from resnet_cli.io.weights import load_weights
+
+        weights = load_weights(target)
+        config = weights.model_config
+        size = image_size if image_size is not None else weights.preprocess.image_size
+    else:
+        config = ModelConfig(arch=str(arch), num_classes=num_classes, in_channels=in_channels, small_input=small_input)
+        size = image_size if image_size is not None else 224
     result = summarize(config, image_size=size, depth=depth, batch_size=batch_size)
     if json_out:
         console.print_json(result.to_dict())
@@ -77,5 +91,5 @@ def _human(n: int) -> str:
 def register(app: typer.Typer) -> None:
     app.command(
         epilog="Examples: resnet summary --arch 50 | resnet summary --arch 34 --image-size 32 --small-input --depth 1 "
-        "| resnet summary --arch 50 --json",
+        "| resnet summary runs/r34 --json",
     )(summary)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -100,11 +99,11 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                 "being run; load only files you trust, or export plain weights"
             ) from None
         raise CheckpointError(f"{path} is corrupt ({first[:120]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        text = str(exc).lower()
-        if "zip" in text or "eof" in text or "truncated" in text or isinstance(exc, EOFError):
-            raise CheckpointError(f"{path} is truncated or not a torch checkpoint: write it again") from None
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0][:160]}") from None
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    except Exception as exc:  # torch.load raises many kinds (RuntimeError, KeyError, EOFError, OSError...)
+        detail = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({detail}): write it again") from None
     return data
 
 

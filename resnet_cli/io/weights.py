@@ -44,6 +44,13 @@ class LoadedWeights:
             return str(self.checkpoint.get("precision", "fp32"))
         return (self.metadata or {}).get("precision", "fp32")
 
+    @property
+    def batch_size(self) -> int:
+        """The batch size of training (and validation): evaluating in the same batches gives the same numbers."""
+        if self.checkpoint is not None:
+            return int((self.checkpoint.get("config") or {}).get("batch_size", 64))
+        return int((self.metadata or {}).get("batch_size", 64))
+
     def build(self) -> nn.Module:
         """The network with these weights, in eval mode, on the CPU, in float32."""
         from resnet_cli.models import build_model

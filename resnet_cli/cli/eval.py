@@ -1,0 +1,131 @@
+"""``resnet eval``: per-class report of a run, checkpoint or export on one part of the split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from resnet_cli.cli import console
+from resnet_cli.cli.options import Device, Force, Json, Quiet
+from resnet_cli.cli.progress import task_progress
+
+
+def eval_command(
+    target: Annotated[
+        Path, typer.Argument(help="Run folder (uses best.pt), .pt checkpoint or .safetensors.", show_default=False)
+    ],
+    split: Annotated[str, typer.Option("--split", "-s", help="test, val or train.")] = "test",
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", "-d", help="Data folder, if not where training found it.", show_default=False),
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="Manifest CSV kept elsewhere.", show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", "-b", help="[default: the training batch size]", show_default=False)
+    ] = None,
+    device: Device = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="auto (as trained), fp32, bf16 or fp16.")] = "auto",
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Data-loading processes.")] = 0,
+    save: Annotated[
+        bool, typer.Option("--save/--no-save", help="Write eval-<split>.json and predictions-<split>.csv.")
+    ] = True,
+    force: Force = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Loss, top-1/top-5, balanced accuracy, per-class precision/recall/F1 and the confusion matrix.
+
+    The report (JSON) and per-image predictions (CSV) are written beside the weights; the report's path
+    is printed last.
+    """
+    from resnet_cli.engine.evaluate import evaluate
+
+    with task_progress(f"evaluating on {split}", quiet or json_out) as progress:
+        report = evaluate(
+            target,
+            split=split,
+            data=data,
+            manifest=manifest,
+            batch_size=batch_size,
+            device=device,
+            precision=precision,
+            workers=workers,
+            save=save,
+            force=force,
+            callback=_StepCallback(progress),
+        )
+    if json_out:
+        console.print_json(report.to_dict())
+        return
+    _render(report)
+    if report.report_path:
+        console.info_line(f"per-image predictions: {report.predictions_path}", quiet)
+        console.print_path(report.report_path)
+
+
+class _StepCallback:
+    def __init__(self, progress) -> None:
+        self.progress = progress
+
+    def on_validation_start(self, epoch: int, steps: int) -> None:
+        self.progress(0, steps)
+
+    def on_validation_step(self, step: int, steps: int) -> None:
+        self.progress(step, steps)
+
+
+def _render(report) -> None:
+    from rich.table import Table
+
+    out = console.stdout_console()
+    head = Table(
+        title=f"{report.split}: {report.images} images, {report.weights}", title_justify="left", show_header=False
+    )
+    head.add_column("", style="bold")
+    head.add_column("")
+    head.add_row("loss", f"{report.loss:.4f}")
+    head.add_row("top-1", f"{report.top1:.2%}")
+    if report.top5 is not None:
+        head.add_row("top-5", f"{report.top5:.2%}")
+    head.add_row("balanced accuracy", f"{report.balanced_accuracy:.2%}")
+    head.add_row("macro F1", f"{report.macro['f1']:.4f}")
+    head.add_row("throughput", f"{report.images_per_s:.1f} images/s ({report.device}, {report.precision})")
+    out.print(head)
+
+    table = Table(title="per class", title_justify="left")
+    for name in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(name, justify="left" if name == "class" else "right")
+    for row in report.per_class:
+        table.add_row(
+            row["class"], f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"])
+        )
+    table.add_section()
+    support = sum(r["support"] for r in report.per_class)
+    for name in ("macro", "weighted"):
+        avg = getattr(report, name)
+        table.add_row(
+            f"{name} avg", f"{avg['precision']:.4f}", f"{avg['recall']:.4f}", f"{avg['f1']:.4f}", str(support)
+        )
+    out.print(table)
+
+    if len(report.classes) <= 20:
+        matrix = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+        matrix.add_column("")
+        for name in report.classes:
+            matrix.add_column(name[:8], justify="right")
+        for i, (name, counts) in enumerate(zip(report.classes, report.confusion_matrix, strict=True)):
+            cells = [f"[bold]{v}[/bold]" if i == j else (str(v) if v else "·") for j, v in enumerate(counts)]
+            matrix.add_row(name[:12], *cells)
+        out.print(matrix)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "eval",
+        epilog="Examples: resnet eval runs/r34 --split test | "
+        "resnet eval runs/r34/model.safetensors --data data --json",
+    )(eval_command)

@@ -1,0 +1,63 @@
+"""``resnet export``: safetensors (default), ONNX or TorchScript."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from resnet_cli.cli import console
+from resnet_cli.cli.options import Force, Json, Quiet
+
+
+def export(
+    target: Annotated[
+        Path, typer.Argument(help="Run folder (uses best.pt), .pt checkpoint or .safetensors.", show_default=False)
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output file [default: RUN/model.safetensors, .onnx or .torchscript.pt].",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="safetensors, onnx or torchscript.")] = "safetensors",
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32, bf16 or fp16 (safetensors only).")] = "fp32",
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", "-d", help="Data folder for the ONNX/TorchScript parity check.", show_default=False),
+    ] = None,
+    force: Force = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Write the weights with their architecture, classes and preprocessing; prints the file's SHA-256.
+
+    ONNX and TorchScript exports are run on sample images and compared with the checkpoint first.
+    """
+    from resnet_cli.io.export import export as run_export
+
+    result = run_export(target, out=out, fmt=fmt, dtype=dtype, force=force, data=data)
+    if json_out:
+        console.print_json(result.to_dict())
+        return
+    console.info_line(f"{result.format} ({result.dtype}), {result.size_bytes / 1e6:.1f} MB", quiet)
+    if result.parity:
+        p = result.parity
+        console.info_line(
+            f"parity on {p['inputs']}: largest logit difference {p['max_abs_diff']:.2e}, "
+            f"top-1 agreement {p['top1_agreement']:.0%}",
+            quiet,
+        )
+    console.info_line(f"sha256 {result.sha256}", quiet)
+    console.print_path(result.path)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        epilog="Examples: resnet export runs/r34 | resnet export runs/r34 --format onnx | "
+        "resnet export runs/r34/best.pt --dtype bf16 --out r34-bf16.safetensors",
+    )(export)

@@ -1,0 +1,48 @@
+"""``resnet plot``: learning curves of one or more runs, and confusion matrices from eval reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from resnet_cli.cli import console
+from resnet_cli.cli.options import Force, Json, Quiet
+
+
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders (or history.csv files) to draw.", show_default=False)],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Curves file (.png, .svg or .pdf) [default: RUN/curves.png].", show_default=False
+        ),
+    ] = None,
+    metric: Annotated[str, typer.Option("--metric", "-m", help="all, loss, acc or lr.")] = "all",
+    force: Force = False,
+    json_out: Json = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train vs validation loss and accuracy, generalisation gap and learning rate per epoch.
+
+    Best epoch, learning-rate reductions and an early stop are marked; several runs are overlaid for
+    comparison. Writes into the first run folder and prints the paths of the files written.
+    """
+    from resnet_cli.viz import plot_runs
+
+    result = plot_runs(runs, out=out, metric=metric, force=force)
+    for note in result.notes:
+        console.info_line(note, quiet or json_out)
+    if json_out:
+        console.print_json(result.to_dict())
+        return
+    for path in result.paths:
+        console.print_path(path)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        epilog="Examples: resnet plot runs/r34 | resnet plot runs/r34 runs/r50 --out compare.png | "
+        "resnet plot runs/r34 --metric loss --out loss.svg",
+    )(plot)

@@ -1,0 +1,170 @@
+"""Exports: safetensors round trip and torchvision interchange, ONNX/TorchScript parity, corrupt files."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from safetensors.torch import load_file
+
+from resnet_cli.engine.evaluate import evaluate
+from resnet_cli.io.export import export
+from resnet_cli.io.weights import load_weights
+from tests.conftest import run_cli
+
+HAS_ONNX = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript"))
+
+
+@pytest.fixture()
+def run_copy(trained_run, tmp_path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(trained_run, target)
+    return target
+
+
+def test_safetensors_round_trip_is_exact(run_copy):
+    proc = run_cli("export", run_copy)
+    assert proc.returncode == 0, proc.stderr
+    path = run_copy / "model.safetensors"
+    assert proc.stdout.strip().splitlines()[-1] == str(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert f"sha256 {digest}" in proc.stderr
+    checkpoint = torch.load(run_copy / "best.pt", map_location="cpu", weights_only=True)["model"]
+    exported = load_file(path)
+    assert exported.keys() == checkpoint.keys()  # BatchNorm buffers included
+    assert all(torch.equal(exported[k], checkpoint[k]) for k in checkpoint)
+    meta = load_weights(path).metadata
+    assert meta["arch"] == "resnet18" and meta["depth"] == "18" and meta["num_classes"] == "10"
+    assert json.loads(meta["classes"]) == [str(d) for d in range(10)]
+    assert meta["small_input"] == "true" and meta["in_channels"] == "1" and meta["image_size"] == "8"
+    assert json.loads(meta["mean"]) and json.loads(meta["std"])
+    assert meta["source_sha256"] == hashlib.sha256((run_copy / "best.pt").read_bytes()).hexdigest()
+
+
+def test_safetensors_loads_strictly_into_torchvision(run_copy):
+    path = export(run_copy).path
+    tv = torchvision.models.resnet18(num_classes=10)
+    # The same stem change the run used: greyscale input, small-input stem.
+    tv.conv1 = torch.nn.Conv2d(1, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    tv.maxpool = torch.nn.Identity()
+    tv.load_state_dict(load_file(path), strict=True)
+    ours = load_weights(run_copy).build()
+    tv.eval()
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(tv(x), ours(x), atol=1e-5, rtol=0)
+
+
+def test_safetensors_and_checkpoint_give_identical_eval(run_copy):
+    path = export(run_copy).path
+    a = evaluate(run_copy / "best.pt", split="test", save=False)
+    b = evaluate(path, split="test", save=False, manifest=Path(a.manifest))
+    assert a.confusion_matrix == b.confusion_matrix
+    assert a.loss == pytest.approx(b.loss, abs=1e-6)
+    assert [p["confidence"] for p in a.predictions] == pytest.approx([p["confidence"] for p in b.predictions], abs=1e-6)
+
+
+def test_bf16_export_halves_the_file(run_copy, tmp_path):
+    full = export(run_copy, out=tmp_path / "fp32.safetensors")
+    half = export(run_copy, out=tmp_path / "bf16.safetensors", dtype="bf16")
+    assert half.size_bytes < 0.6 * full.size_bytes
+    tensors = load_file(half.path)
+    assert tensors["fc.weight"].dtype == torch.bfloat16
+    assert tensors["bn1.num_batches_tracked"].dtype == torch.int64
+
+
+def test_refuses_overwrite_and_nonfinite_weights(run_copy, tmp_path):
+    assert run_cli("export", run_copy).returncode == 0
+    again = run_cli("export", run_copy)
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert run_cli("export", run_copy, "--force").returncode == 0
+    # A checkpoint whose weights went NaN is refused.
+    ckpt = torch.load(run_copy / "best.pt", map_location="cpu", weights_only=True)
+    ckpt["model"]["fc.bias"][0] = float("nan")
+    torch.save(ckpt, tmp_path / "nan.pt")
+    proc = run_cli("export", tmp_path / "nan.pt", "--out", tmp_path / "nan.safetensors")
+    assert proc.returncode == 2 and "NaN or infinite" in proc.stderr
+    assert not (tmp_path / "nan.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda data: data[: len(data) // 2], "not a valid safetensors file"),
+        (lambda data: b"\xff" * 8 + data[8:], "not a valid safetensors file"),
+        (lambda data: b"", "not a valid safetensors file"),
+    ],
+)
+def test_corrupt_safetensors(run_copy, tmp_path, damage, fragment):
+    good = export(run_copy).path
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(damage(good.read_bytes()))
+    for command in (
+        ["eval", bad, "--no-save"],
+        ["predict", bad, run_copy],
+        ["export", bad, "--out", tmp_path / "x.safetensors"],
+    ):
+        proc = run_cli(*command)
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_plain_state_dict_safetensors_is_explained(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file(torchvision.models.resnet18(num_classes=3).state_dict(), path)
+    proc = run_cli("eval", path)
+    assert proc.returncode == 2 and "no resnet-cli metadata" in proc.stderr and "--init" in proc.stderr
+
+
+def test_torchscript_parity(run_copy):
+    proc = run_cli("export", run_copy, "--format", "torchscript", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["parity"]["max_abs_diff"] < 1e-4 and doc["parity"]["top1_agreement"] == 1.0
+    assert "images from" in doc["parity"]["inputs"]  # real images, not random tensors
+    module = torch.jit.load(doc["path"])
+    assert module(torch.randn(3, 1, 8, 8)).shape == (3, 10)  # dynamic batch
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="the optional extra is absent: pip install 'resnet-cli[onnx]'")
+def test_onnx_parity_and_dynamic_batch(run_copy):
+    import onnxruntime as ort
+
+    proc = run_cli("export", run_copy, "--format", "onnx", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["parity"]["max_abs_diff"] < 1e-3 and doc["parity"]["top1_agreement"] == 1.0
+    session = ort.InferenceSession(doc["path"], providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        out = session.run(None, {"input": torch.randn(batch, 1, 8, 8).numpy()})[0]
+        assert out.shape == (batch, 10)
+
+
+def test_onnx_without_the_extra_says_how_to_install(run_copy, tmp_path):
+    # Shadow the extra's packages with ones that fail to import, as on a machine without it.
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        (tmp_path / "absent" / name).mkdir(parents=True)
+        (tmp_path / "absent" / name / "__init__.py").write_text("raise ImportError('not installed')\n")
+    from tests.conftest import ROOT
+
+    proc = run_cli("export", run_copy, "--format", "onnx", env={"PYTHONPATH": f"{tmp_path / 'absent'}:{ROOT}"})
+    assert proc.returncode == 2 and "pip install 'resnet-cli[onnx]'" in proc.stderr
+    assert not (run_copy / "model.onnx").exists()
+
+
+def test_bad_export_options(run_copy):
+    for args, fragment in (
+        (["--format", "tflite"], "unknown format"),
+        (["--dtype", "int8"], "unknown dtype"),
+        (["--format", "torchscript", "--dtype", "bf16"], "safetensors only"),
+    ):
+        proc = run_cli("export", run_copy, *args)
+        assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr
