@@ -13,10 +13,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resnet_cli.engine.callbacks import EpochRecord
 from resnet_cli.errors import ConfigError, DatasetError
 from resnet_cli.io.atomic import atomic_write_with, refuse_overwrite
-from resnet_cli.io.history import HISTORY_NAME, read_history
+from resnet_cli.io.history import HISTORY_NAME, EpochRecord, read_history
 
 METRICS = ("all", "loss", "acc", "lr")
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
@@ -75,7 +74,8 @@ def plot_runs(
     metric: str = "all",
     force: bool = False,
 ) -> PlotResult:
-    """Draw the learning curves of ``runs`` (overlaid) and each run's confusion matrix when it has an eval report.
+    """Draw the learning curves of ``runs`` (overlaid) and each run's confusion matrix when it has an eval report,
+    all into the first run's folder (or ``out``'s).
 
     Raises:
         ConfigError: bad metric or output extension.
@@ -116,7 +116,10 @@ def plot_runs(
             )
             continue
         split, doc = report
-        path = curves.path / f"confusion-{split}.{fmt}"
+        # Everything goes beside the curves: one run's figure is confusion-<split>; with several runs each
+        # figure carries its run's name, so a comparison never touches another run's folder.
+        name = f"confusion-{split}" if len(loaded) == 1 else f"confusion-{_slug(curves.name)}-{split}"
+        path = target.parent / f"{name}.{fmt}"
         jobs.append(
             (path, fmt, lambda doc=doc, name=curves.name, split=split: confusion_figure(doc, f"{name}: {split}"))
         )
@@ -296,6 +299,10 @@ def _eval_report(folder: Path) -> tuple[str, dict] | None:
             except ValueError:
                 continue
     return None
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "run"
 
 
 def _unique_names(runs: list[RunCurves]) -> None:

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -26,19 +27,33 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300, **kwargs):
-    """Run ``python -m resnet_cli`` in a subprocess (real signals, real exit codes)."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    full_env.pop("RESNET_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "resnet_cli", *map(str, args)],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kwargs,
-    )
+def run_cli(*args: str, env: dict | None = None, real_process: bool = False, timeout: float = 300, **kwargs):
+    """Run the ``resnet`` command and return ``returncode``, ``stdout`` and ``stderr``.
+
+    In process through Typer's CliRunner by default (importing torch once, not per call); in a real
+    subprocess of ``python -m resnet_cli`` when the test needs one (signals, resource limits, another
+    PYTHONPATH, a working directory) or asks with ``real_process=True``.
+    """
+    args = tuple(map(str, args))
+    if real_process or kwargs:
+        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        full_env.pop("RESNET_DEBUG", None)
+        return subprocess.run(
+            [sys.executable, "-m", "resnet_cli", *args],
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
+    from typer.testing import CliRunner
+
+    from resnet_cli.cli.app import app
+
+    result = CliRunner().invoke(app, list(args), env={"RESNET_DEBUG": None, **(env or {})})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a crash of the CLI itself: show it, do not hide it behind an exit code
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
 @pytest.fixture(scope="session")

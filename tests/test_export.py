@@ -155,7 +155,9 @@ def test_onnx_without_the_extra_says_how_to_install(run_copy, tmp_path):
         (tmp_path / "absent" / name / "__init__.py").write_text("raise ImportError('not installed')\n")
     from tests.conftest import ROOT
 
-    proc = run_cli("export", run_copy, "--format", "onnx", env={"PYTHONPATH": f"{tmp_path / 'absent'}:{ROOT}"})
+    proc = run_cli(
+        "export", run_copy, "--format", "onnx", env={"PYTHONPATH": f"{tmp_path / 'absent'}:{ROOT}"}, real_process=True
+    )
     assert proc.returncode == 2 and "pip install 'resnet-cli[onnx]'" in proc.stderr
     assert not (run_copy / "model.onnx").exists()
 

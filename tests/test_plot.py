@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_cli.engine.callbacks import EpochRecord
-from resnet_cli.io.history import write_history
+from resnet_cli.io.history import EpochRecord, write_history
 from tests.conftest import run_cli
 
 

@@ -50,7 +50,7 @@ def test_real_run_beats_chance_and_writes_the_run_folder(digits_split, tmp_path)
     out = tmp_path / "r18"
     proc = run_cli("train", "--data", digits_split, *FAST, "--batch-size", "32", "--epochs", "2", "--out", out)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == str(out)
+    assert proc.stdout == f"{out}\n"
     assert "epoch   2" in proc.stderr and "img/s" in proc.stderr  # one plain line per epoch outside a terminal
     assert {"config.json", "classes.json", "history.csv", "last.pt", "best.pt", "run.json"} <= {
         p.name for p in out.iterdir()
@@ -159,10 +159,43 @@ def test_signal_saves_resumable_checkpoint(small_split, reference_run, tmp_path,
     assert proc.returncode == code, stderr
     assert "resnet train --resume" in stderr and "Traceback" not in stderr
     state = load(out / "last.pt")
-    assert state["loader"]["batches_done"] > 0 or state["epoch"] > 0
+    assert state["loader"]["batches_done"] > 0  # written at the step the signal interrupted, not an epoch end
     resumed = run_cli("train", "--resume", "--out", out)
     assert resumed.returncode == 0, resumed.stderr
     assert same_weights(out / "last.pt", reference_run / "last.pt")
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_with_workers(small_split, reference_run, tmp_path):
+    # A terminal's Ctrl-C reaches the workers too; they must not die before the checkpoint is written.
+    out = tmp_path / "run"
+    args = ["train", "--data", small_split, "--arch", "18", "--batch-size", "16", "--workers", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet_cli", *map(str, args), "--epochs", "3", "--save-every", "1", "--out", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for(out / "last.pt", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert load(out / "last.pt")["loader"]["batches_done"] > 0
+    resumed = run_cli("train", "--resume", "--out", out)
+    assert resumed.returncode == 0, resumed.stderr
+    assert same_weights(out / "last.pt", reference_run / "last.pt")  # workers do not change the result
+
+
+def test_image_damaged_after_the_split_is_named_without_traceback(small_copy, tmp_path):
+    rows = (small_copy / "manifest.csv").read_text().splitlines()
+    victim = small_copy / next(r.split(",")[0] for r in rows if ",train," in r)
+    victim.write_bytes(victim.read_bytes()[:20] + b"\0" * (victim.stat().st_size - 20))  # same size, bad data
+    proc = run_cli("train", "--data", small_copy, *FAST, "--workers", "1", "--epochs", "1", "--out", tmp_path / "r")
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert victim.name in line and "resnet split" in line and "Original Traceback" not in line
 
 
 def test_resume_extends_a_finished_run_and_refuses_changes(small_copy, tmp_path):
@@ -176,6 +209,13 @@ def test_resume_extends_a_finished_run_and_refuses_changes(small_copy, tmp_path)
     assert changed.returncode == 2 and "cannot change --lr" in one_error_line(changed)
     arch = run_cli("train", "--resume", "--out", out, "--epochs", "3", "--arch", "34")
     assert arch.returncode == 2 and "cannot change --arch" in one_error_line(arch)
+    # Killed after the last checkpoint but before the summary: resuming only writes the summary.
+    weights = (out / "last.pt").read_bytes()
+    (out / "run.json").unlink()
+    finish = run_cli("train", "--resume", "--out", out)
+    assert finish.returncode == 0, finish.stderr
+    assert "writing its summary" in finish.stderr and (out / "run.json").is_file()
+    assert (out / "last.pt").read_bytes() == weights
     extended = run_cli("train", "--resume", "--out", out, "--epochs", "2")
     assert extended.returncode == 0, extended.stderr
     assert len((out / "history.csv").read_text().splitlines()) == 3
@@ -344,9 +384,8 @@ def test_ddp_with_two_cpu_processes(small_split, tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.strip().splitlines()
-    assert lines[-1] == str(out) and lines.count(str(out)) == 1  # rank 0 alone prints
-    assert sum(line.startswith("run ") for line in lines) == 1
+    assert proc.stdout == f"{out}\n"  # rank 0 alone prints
+    assert sum(line.startswith("run ") for line in proc.stderr.splitlines()) == 1
     config = json.loads((out / "config.json").read_text())
     assert config["placement"]["world_size"] == 2
     assert len((out / "history.csv").read_text().splitlines()) == 3

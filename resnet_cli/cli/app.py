@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 
 from resnet_cli import __version__
 from resnet_cli.cli import console
-from resnet_cli.errors import ResnetError
+from resnet_cli.errors import Interrupted, ResnetError
 
 try:  # typer >= 0.2x vendors click; older releases depend on it
     from typer._click.exceptions import UsageError
@@ -33,10 +33,13 @@ class _Group(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            console.info_line(str(exc))
+            raise typer.Exit(exc.exit_code) from None
         except ResnetError as exc:
             if _debug():
                 raise
-            console.error_line(str(exc))
+            console.error_line(_without_worker_traceback(str(exc)))
             raise typer.Exit(exc.exit_code) from None
         except UsageError as exc:
             if _debug():
@@ -58,12 +61,22 @@ class _Group(TyperGroup):
             raise typer.Exit(1) from None
 
 
+def _without_worker_traceback(message: str) -> str:
+    """A DataLoader worker's error arrives with the worker's traceback prepended: keep the last line."""
+    if "Original Traceback" not in message:
+        return message
+    last = [line for line in message.strip().splitlines() if line.strip()][-1]
+    kind, _, text = last.partition(": ")
+    return text if kind.endswith("Error") and text else last
+
+
 app = typer.Typer(
     name="resnet",
     cls=_Group,
     help="Train, evaluate and compare from-scratch ResNets on any ImageFolder dataset.",
     epilog="Quick start: resnet sample-data data && resnet split data --val 0.2 && resnet train --arch 34",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

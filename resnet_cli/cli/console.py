@@ -18,6 +18,16 @@ def stdout_console() -> Console:
     return Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
+def report_console() -> Console:
+    """Console for the table of a command that creates a file or folder.
+
+    In a terminal the table goes to stdout, before the path. Otherwise it goes to stderr, so that stdout
+    holds only the path and ``RUN=$(resnet train ...)`` captures exactly the run folder; ``--json`` is the
+    way to get the full result on stdout in scripts.
+    """
+    return stdout_console() if sys.stdout.isatty() else stderr_console()
+
+
 def stderr_console() -> Console:
     """Console for progress and messages."""
     return Console(file=sys.stderr, highlight=False, width=None if sys.stderr.isatty() else 160)

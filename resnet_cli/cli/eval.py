@@ -14,7 +14,12 @@ from resnet_cli.cli.progress import task_progress
 
 def eval_command(
     target: Annotated[
-        Path, typer.Argument(help="Run folder (uses best.pt), .pt checkpoint or .safetensors.", show_default=False)
+        Path,
+        typer.Argument(
+            metavar="RUN_OR_WEIGHTS",
+            help="Run folder (uses best.pt), .pt checkpoint or .safetensors.",
+            show_default=False,
+        ),
     ],
     split: Annotated[str, typer.Option("--split", "-s", help="test, val or train.")] = "test",
     data: Annotated[
@@ -31,7 +36,7 @@ def eval_command(
     precision: Annotated[str, typer.Option("--precision", help="auto (as trained), fp32, bf16 or fp16.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", "-j", help="Data-loading processes.")] = 0,
     save: Annotated[
-        bool, typer.Option("--save/--no-save", help="Write eval-<split>.json and predictions-<split>.csv.")
+        bool, typer.Option("--save/--no-save", help="Write `eval-SPLIT.json` and `predictions-SPLIT.csv`.")
     ] = True,
     force: Force = False,
     json_out: Json = False,
@@ -79,11 +84,14 @@ class _StepCallback:
 
 
 def _render(report) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    out = console.stdout_console()
+    out = console.report_console()
     head = Table(
-        title=f"{report.split}: {report.images} images, {report.weights}", title_justify="left", show_header=False
+        title=f"{report.split}: {report.images} images, {escape(report.weights)}",
+        title_justify="left",
+        show_header=False,
     )
     head.add_column("", style="bold")
     head.add_column("")
@@ -101,7 +109,11 @@ def _render(report) -> None:
         table.add_column(name, justify="left" if name == "class" else "right")
     for row in report.per_class:
         table.add_row(
-            row["class"], f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"])
+            escape(row["class"]),
+            f"{row['precision']:.4f}",
+            f"{row['recall']:.4f}",
+            f"{row['f1']:.4f}",
+            str(row["support"]),
         )
     table.add_section()
     support = sum(r["support"] for r in report.per_class)
@@ -116,10 +128,10 @@ def _render(report) -> None:
         matrix = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
         matrix.add_column("")
         for name in report.classes:
-            matrix.add_column(name[:8], justify="right")
+            matrix.add_column(escape(name[:8]), justify="right")
         for i, (name, counts) in enumerate(zip(report.classes, report.confusion_matrix, strict=True)):
             cells = [f"[bold]{v}[/bold]" if i == j else (str(v) if v else "·") for j, v in enumerate(counts)]
-            matrix.add_row(name[:12], *cells)
+            matrix.add_row(escape(name[:12]), *cells)
         out.print(matrix)
 
 

@@ -13,7 +13,12 @@ from resnet_cli.cli.options import Force, Json, Quiet
 
 def export(
     target: Annotated[
-        Path, typer.Argument(help="Run folder (uses best.pt), .pt checkpoint or .safetensors.", show_default=False)
+        Path,
+        typer.Argument(
+            metavar="RUN_OR_CHECKPOINT",
+            help="Run folder (uses best.pt), .pt checkpoint or .safetensors.",
+            show_default=False,
+        ),
     ],
     out: Annotated[
         Path | None,

@@ -12,7 +12,10 @@ from resnet_cli.cli.options import Force, Json, Quiet
 
 
 def plot(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders (or history.csv files) to draw.", show_default=False)],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN", help="Run folders (or history.csv files) to draw.", show_default=False),
+    ],
     out: Annotated[
         Path | None,
         typer.Option(

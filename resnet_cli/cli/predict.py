@@ -15,9 +15,14 @@ from resnet_cli.cli.options import Device, Json, Quiet
 
 def predict(
     weights: Annotated[
-        Path, typer.Argument(help="Run folder, .pt checkpoint or .safetensors export.", show_default=False)
+        Path,
+        typer.Argument(
+            metavar="WEIGHTS", help="Run folder, .pt checkpoint or .safetensors export.", show_default=False
+        ),
     ],
-    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.", show_default=False)],
+    inputs: Annotated[
+        list[Path], typer.Argument(metavar="IMAGE_OR_DIR", help="Image files or folders.", show_default=False)
+    ],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes shown per image.")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")] = 64,
     device: Device = "auto",
@@ -52,14 +57,17 @@ def predict(
 
 
 def _table(result) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"predictions of {result.weights}", title_justify="left")
+    table = Table(title=f"predictions of {escape(result.weights)}", title_justify="left")
     table.add_column("file")
     table.add_column("top classes (probability)")
     for p in result.predictions:
-        text = "[red]error: " + p.error + "[/red]" if p.error else "  ".join(f"{c} {v:.1%}" for c, v in p.top)
-        table.add_row(p.path, text)
+        text = (
+            f"[red]error: {escape(p.error)}[/red]" if p.error else "  ".join(f"{escape(c)} {v:.1%}" for c, v in p.top)
+        )
+        table.add_row(escape(p.path), text)
     console.stdout_console().print(table)
 
 

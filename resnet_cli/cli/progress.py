@@ -130,11 +130,11 @@ def training_callback(quiet: bool = False):
             self.task = None
 
         def on_train_start(self, info: dict) -> None:
-            self.console.print(_fmt_start(info), highlight=False)
+            self.console.print(_fmt_start(info), highlight=False, markup=False)
             self.progress.start()
 
         def on_message(self, text: str) -> None:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, markup=False)
 
         def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
             if self.task is not None:
@@ -152,7 +152,7 @@ def training_callback(quiet: bool = False):
             self.progress.update(self.task, completed=step)
 
         def on_epoch_end(self, record, improved: bool) -> None:
-            self.console.print(_fmt_epoch(record, improved), highlight=False)
+            self.console.print(_fmt_epoch(record, improved), highlight=False, markup=False)
 
         def on_train_end(self, result) -> None:
             self.close()

@@ -12,7 +12,7 @@ from resnet_cli.cli.options import Force, Json, Quiet
 
 
 def sample_data(
-    dest: Annotated[Path, typer.Argument(help="Folder to create, e.g. data.", show_default=False)],
+    dest: Annotated[Path, typer.Argument(metavar="DEST", help="Folder to create, e.g. data.", show_default=False)],
     per_class: Annotated[
         int | None, typer.Option("--per-class", help="Keep only the first N images of each class.", show_default=False)
     ] = None,
@@ -20,7 +20,7 @@ def sample_data(
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Write scikit-learn's 1,797 scanned handwritten digits (8x8, 10 classes) as PNGs in DEST/<class>/.
+    """Write scikit-learn's 1,797 scanned handwritten digits (8x8, 10 classes) as PNGs in `DEST/CLASS/`.
 
     Nothing is downloaded: the images ship inside scikit-learn.
     """

@@ -13,7 +13,9 @@ from resnet_cli.cli.progress import task_progress
 
 
 def split(
-    data_dir: Annotated[Path, typer.Argument(help="ImageFolder root: DATA_DIR/<class>/<image>.", show_default=False)],
+    data_dir: Annotated[
+        Path, typer.Argument(metavar="DATA_DIR", help="ImageFolder root: `DATA_DIR/CLASS/IMAGE`.", show_default=False)
+    ],
     val: Annotated[float, typer.Option("--val", help="Fraction of each class for validation.")] = 0.2,
     test: Annotated[float, typer.Option("--test", help="Fraction of each class held out for testing (0: none).")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split.")] = 42,
@@ -70,20 +72,21 @@ def split(
 
 
 def _render(doc: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     parts = ["train", "val"] + (["test"] if doc["test"] > 0 else [])
-    table = Table(title=f"split of {doc['root']} (seed {doc['seed']})", title_justify="left")
+    table = Table(title=f"split of {escape(doc['root'])} (seed {doc['seed']})", title_justify="left")
     table.add_column("class")
     for part in parts:
         table.add_column(part, justify="right")
     table.add_column("total", justify="right")
     for name, counts in doc["counts"].items():
-        table.add_row(name, *(str(counts[p]) for p in parts), str(sum(counts.values())))
+        table.add_row(escape(name), *(str(counts[p]) for p in parts), str(sum(counts.values())))
     table.add_section()
     totals = doc["totals"]
     table.add_row("total", *(str(totals[p]) for p in parts), str(sum(totals.values())))
-    out = console.stdout_console()
+    out = console.report_console()
     out.print(table)
     out.print(f"{len(doc['classes'])} classes; largest/smallest class ratio {doc['imbalance']}")
 

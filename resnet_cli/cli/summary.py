@@ -15,7 +15,9 @@ def summary(
     target: Annotated[
         Path | None,
         typer.Argument(
-            help="Run folder, .pt checkpoint or .safetensors to describe (instead of --arch).", show_default=False
+            metavar="RUN_OR_WEIGHTS",
+            help="Run folder, .pt checkpoint or .safetensors to describe (instead of --arch).",
+            show_default=False,
         ),
     ] = None,
     arch: Arch = "50",

@@ -15,7 +15,7 @@ from resnet_cli.cli.options import Arch, BatchSize, Device, Force, Json, Quiet
 from resnet_cli.cli.progress import training_callback
 
 # CLI parameter name -> TrainConfig field, for options whose names differ.
-_FIELD = {"split": "manifest", "max_steps": "max_steps_per_epoch"}
+_FIELD = {"split": "manifest", "max_steps": "max_steps_per_epoch", "compile_model": "compile"}
 
 
 def train(
@@ -29,7 +29,7 @@ def train(
     ] = None,
     arch: Arch = "34",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder [default: runs/r<depth>].", show_default=False)
+        Path | None, typer.Option("--out", "-o", help="Run folder [default: `runs/rDEPTH`].", show_default=False)
     ] = None,
     epochs: Annotated[int, typer.Option("--epochs", "-e", help="Maximum epochs (early stopping may end sooner).")] = 30,
     batch_size: BatchSize = 64,
@@ -124,7 +124,6 @@ def train(
     values["data"] = str(data)
     values["init"] = str(init) if init else None
     values["out"] = str(out) if out else None
-    values["compile"] = values.pop("compile_model")
     fields = {_FIELD.get(k, k): v for k, v in values.items() if k not in ("resume", "force", "json_out", "quiet")}
     config = TrainConfig(**fields)
     dist = _dist_from_env()
@@ -133,9 +132,9 @@ def train(
 
         run_dir = out or default_run_dir(canonical_arch(arch))
         explicit = {
-            _FIELD.get(k, k if k != "compile_model" else "compile"): v
-            for k, v in fields.items()
-            if _given(ctx, {"manifest": "split", "compile": "compile_model"}.get(k, k))
+            _FIELD.get(name, name): fields[_FIELD.get(name, name)]
+            for name in ctx.params
+            if name not in ("resume", "force", "json_out", "quiet") and _given(ctx, name)
         }
         config = replace(resume_config(run_dir, explicit), out=str(run_dir))
     quiet = quiet or json_out or not dist.is_main
@@ -196,9 +195,10 @@ def _signals_to(stop):
 
 
 def _render(result) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"run {result.run_dir}", title_justify="left", show_header=False)
+    table = Table(title=f"run {escape(str(result.run_dir))}", title_justify="left", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
     final = result.history[-1] if result.history else None
@@ -216,8 +216,8 @@ def _render(result) -> None:
         total = sum(r.epoch_time for r in result.history)
         table.add_row("time", f"{total:.1f} s; {final.images_per_s:.1f} training images/s")
     table.add_row("device", result.placement)
-    table.add_row("checkpoints", f"{result.run_dir / 'best.pt'} (best val loss), {result.run_dir / 'last.pt'}")
-    console.stdout_console().print(table)
+    table.add_row("checkpoints", escape(f"{result.run_dir / 'best.pt'} (best val loss), {result.run_dir / 'last.pt'}"))
+    console.report_console().print(table)
 
 
 def register(app: typer.Typer) -> None:

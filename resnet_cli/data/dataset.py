@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -77,7 +78,7 @@ class ManifestDataset(Dataset):
         if seed is None:
             return self.transform(pixels), self.targets[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # the CPU generator only; CUDA's stay untouched
             return self.transform(pixels), self.targets[index]
 
 
@@ -147,7 +148,10 @@ class EpochBatchSampler(Sampler[list]):
         return max(0, self.total_batches() - self.start_batch)
 
 
-def _seed_worker(worker_id: int) -> None:
+def _init_worker(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; the main process turns it into a clean stop and a checkpoint,
+    # which a worker dying of KeyboardInterrupt mid-batch would prevent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # DataLoader seeds torch in each worker from its private generator; derive python's and numpy's from it.
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
@@ -160,27 +164,20 @@ def make_loader(
     workers: int,
     seed: int,
     pin_memory: bool = False,
+    persistent: bool = True,
 ) -> DataLoader:
-    """A DataLoader with persistent, seeded workers and a private generator (never the global one)."""
+    """A DataLoader with seeded workers (persistent across epochs unless ``persistent`` is false) and a private
+    generator (never the global one)."""
     return DataLoader(
         dataset,
         batch_sampler=batch_sampler,
         num_workers=workers,
         pin_memory=pin_memory,
-        persistent_workers=workers > 0,
-        worker_init_fn=_seed_worker if workers > 0 else None,
+        persistent_workers=persistent and workers > 0,
+        worker_init_fn=_init_worker if workers > 0 else None,
         generator=torch.Generator().manual_seed(seed),
         prefetch_factor=4 if workers > 0 else None,
     )
-
-
-def clean_worker_message(message: str) -> str:
-    """The last line of an error re-raised from a DataLoader worker (which prepends the worker traceback)."""
-    lines = [line for line in str(message).strip().splitlines() if line.strip()]
-    if len(lines) > 1 and "Original Traceback" in message:
-        last = lines[-1]
-        return last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Error") else last
-    return str(message)
 
 
 def compute_mean_std(
@@ -194,7 +191,7 @@ def compute_mean_std(
     total = torch.zeros(dataset.channels, dtype=torch.float64)
     squares = torch.zeros(dataset.channels, dtype=torch.float64)
     count = 0
-    for x, _ in make_loader(dataset, sampler, workers, 0):
+    for x, _ in make_loader(dataset, sampler, workers, 0, persistent=False):
         x = x.to(torch.float64)
         total += x.sum(dim=(0, 2, 3))
         squares += (x * x).sum(dim=(0, 2, 3))

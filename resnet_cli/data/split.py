@@ -28,7 +28,7 @@ from resnet_cli import __version__
 from resnet_cli.config import SplitConfig
 from resnet_cli.data.scan import ProgressFn, scan_folder, verify_files
 from resnet_cli.errors import DatasetError, SplitError
-from resnet_cli.io.atomic import atomic_write_text, refuse_overwrite
+from resnet_cli.io.atomic import atomic_open, refuse_overwrite
 
 MANIFEST_NAME = "manifest.csv"
 PARTS = ("train", "val", "test")
@@ -128,6 +128,11 @@ def part_sizes(n: int, val: float, test: float) -> dict[str, int]:
     return {"train": n - n_test - n_val, "val": n_val, "test": n_test}
 
 
+def _every_part_filled(n: int, config: SplitConfig) -> bool:
+    sizes = part_sizes(n, config.val, config.test)
+    return sizes["train"] >= 1 and sizes["val"] >= 1 and (config.test == 0 or sizes["test"] >= 1)
+
+
 def min_class_size(val: float, test: float) -> int:
     """Fewest images a class needs for at least one in every requested part."""
     for n in range(1, 100_000):
@@ -151,6 +156,7 @@ def make_split(root: str | os.PathLike[str], config: SplitConfig, progress: Prog
     if manifest_path.suffix.lower() != ".csv":
         raise SplitError(f"manifest path {manifest_path} must end in .csv (its JSON sidecar goes beside it)")
     refuse_overwrite(manifest_path, config.force, "manifest")
+    refuse_overwrite(sidecar_path(manifest_path), config.force, "manifest sidecar")
 
     scan = scan_folder(root)
     checked = verify_files(root, scan.files, workers=config.workers, progress=progress)
@@ -191,7 +197,7 @@ def make_split(root: str | os.PathLike[str], config: SplitConfig, progress: Prog
     for v in good:
         per_class[v.label].append(v)
     need = min_class_size(config.val, config.test)
-    small = {c: len(items) for c, items in per_class.items() if len(items) < need}
+    small = {c: len(items) for c, items in per_class.items() if not _every_part_filled(len(items), config)}
     if small and not config.drop_small:
         raise SplitError(_too_small_message(small, need, config, scan.other_files))
     for c in small:
@@ -240,8 +246,14 @@ def make_split(root: str | os.PathLike[str], config: SplitConfig, progress: Prog
         "duplicate_groups": [[v.path for v in g] for g in duplicate_groups] if not config.dedupe else [],
     }
     sidecar = sidecar_path(manifest_path)
-    atomic_write_text(manifest_path, text)
-    atomic_write_text(sidecar, json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    # Both files are written in full before either is renamed into place, the CSV first; a reader that
+    # finds a new CSV beside an old sidecar sees the hash mismatch and says to split again.
+    with (
+        atomic_open(sidecar, "w", encoding="utf-8") as side,
+        atomic_open(manifest_path, "w", encoding="utf-8") as rows_out,
+    ):
+        rows_out.write(text)
+        side.write(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     manifest = Manifest(
         path=manifest_path,
         root=root,
@@ -308,6 +320,10 @@ def _too_small_message(small: dict[str, int], need: int, config: SplitConfig, ot
             described.append(f"{c!r} (no images; {len(other[c])} other file(s) such as {other[c][0]})")
         elif n == 0:
             described.append(f"{c!r} (empty)")
+        elif n >= need:
+            sizes = part_sizes(n, config.val, config.test)
+            empty = [p for p in PARTS if sizes[p] == 0 and (p != "test" or config.test > 0)]
+            described.append(f"{c!r} ({n} images leave {' and '.join(empty)} empty)")
         else:
             described.append(f"{c!r} ({n} image{'s' if n > 1 else ''})")
     fractions = f"--val {config.val}" + (f" --test {config.test}" if config.test > 0 else "")

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from resnet_cli.io.history import EpochRecord
+
 
 @dataclass(frozen=True)
 class BatchStats:
@@ -18,23 +20,6 @@ class BatchStats:
     loss: float  # running mean over the epoch so far
     accuracy: float
     images_per_s: float
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    """One row of history.csv."""
-
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float
-    epoch_time: float  # seconds, training and validation
-    images_per_s: float  # training throughput
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class Callback:

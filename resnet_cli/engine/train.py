@@ -29,7 +29,7 @@ from resnet_cli.data.dataset import EpochBatchSampler, ManifestDataset, compute_
 from resnet_cli.data.split import Manifest, default_manifest_path, read_manifest
 from resnet_cli.data.transforms import eval_transform, train_transform
 from resnet_cli.engine import distributed
-from resnet_cli.engine.callbacks import BatchStats, Callback, CallbackList, EpochRecord, StopRequest
+from resnet_cli.engine.callbacks import BatchStats, Callback, CallbackList, StopRequest
 from resnet_cli.engine.device import (
     Placement,
     resolve_channels_last,
@@ -41,7 +41,7 @@ from resnet_cli.engine.inference import AutocastForward, predict_batches, to_dev
 from resnet_cli.errors import CheckpointError, ConfigError, DatasetError, Interrupted, OutputExistsError, RunFailedError
 from resnet_cli.io.atomic import atomic_write_text
 from resnet_cli.io.checkpoint import read_project_checkpoint, save_checkpoint, unwrap_model
-from resnet_cli.io.history import HISTORY_NAME, write_history
+from resnet_cli.io.history import HISTORY_NAME, EpochRecord, write_history
 from resnet_cli.io.weights import adapt_state_dict, read_state_dict
 from resnet_cli.models import build_model, canonical_arch, depth_of
 
@@ -139,8 +139,8 @@ def resume_config(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) ->
     saved = TrainConfig.from_dict(read_project_checkpoint(last)["config"])
     changes = {}
     for key, value in overrides.items():
-        if key in ("out",):
-            continue
+        if key == "out" or value is None or (key == "precision" and value == "auto"):
+            continue  # "choose automatically" repeats what the run already chose
         old = getattr(saved, key)
         if key == "arch":
             value, old = canonical_arch(value), canonical_arch(old)
@@ -193,11 +193,39 @@ def fit(
     )
     arch = canonical_arch(config.arch)
     run_dir = Path(config.out) if config.out else default_run_dir(arch)
+    distributed.init(dist, device)
+    try:
+        return _fit(config, resume, force, callbacks, stop, dist, device, gpus, placement, arch, run_dir)
+    finally:
+        distributed.shutdown(dist)
+
+
+def _fit(
+    config: TrainConfig,
+    resume: bool,
+    force: bool,
+    callbacks: list[Callback] | tuple[Callback, ...],
+    stop: StopRequest,
+    dist: DistInfo,
+    device: torch.device,
+    gpus: tuple[int, ...],
+    placement: Placement,
+    arch: str,
+    run_dir: Path,
+) -> TrainResult:
     state = read_project_checkpoint(run_dir / "last.pt") if resume else None
-    if state is None and dist.is_main:
-        _prepare_run_dir(run_dir, force)
-    elif state is not None and state.get("loader") is None:
+    if state is not None and state.get("loader") is None:
         raise CheckpointError(f"{run_dir / 'last.pt'} is not resumable (no training state): start a new run")
+    if state is None:
+        # Rank 0 owns the folder; the others learn its verdict, so no rank is left waiting in a collective.
+        refusal = None
+        if dist.is_main:
+            try:
+                _prepare_run_dir(run_dir, force)
+            except (OutputExistsError, ConfigError) as exc:
+                refusal = exc
+        if distributed.any_rank([refusal is not None], dist, device)[0]:
+            raise refusal or OutputExistsError(f"rank 0 refused the run folder {run_dir}: see its message")
 
     manifest = _load_manifest(config)
     train_rows, val_rows = manifest.part("train"), manifest.part("val")
@@ -310,24 +338,34 @@ def fit(
                 f"size {loader_state['batch_size']}: resume with the same, or from an epoch-end checkpoint"
             )
         _set_rng_state(state["rng"])
-        if stopper.stopped and config.epochs > start_epoch:
+        if "loader_generator" in state["rng"]:
+            train_loader.generator.set_state(state["rng"]["loader_generator"])
+        saved_epochs = int(state["config"]["epochs"])
+        finished = (stopper.stopped or start_epoch >= saved_epochs) and not start_step
+        if finished and config.epochs <= max(saved_epochs, start_epoch):
+            if (run_dir / "run.json").is_file():
+                raise ConfigError(
+                    f"the run in {run_dir} already finished after {start_epoch} epochs: pass --epochs with more "
+                    f"than {max(saved_epochs, start_epoch)} to extend it"
+                )
+            cb.on_message(f"{run_dir} had finished its last epoch when it stopped: writing its summary")
+        elif finished and stopper.stopped:
             stopper.reset()
             cb.on_message(f"extending an early-stopped run from epoch {start_epoch} to {config.epochs}")
-        elif start_epoch >= config.epochs and not start_step:
-            raise ConfigError(
-                f"the run in {run_dir} already finished {start_epoch} epochs: pass --epochs with more than "
-                f"{start_epoch} to extend it"
-            )
-        cb.on_message(f"resumed {run_dir} at epoch {start_epoch + 1}, step {start_step}")
+        if not finished or config.epochs > max(saved_epochs, start_epoch):
+            cb.on_message(f"resumed {run_dir} at epoch {start_epoch + 1}, step {start_step}")
 
-    net: nn.Module = AutocastForward(model, placement)
+    # `local` runs this process's forward (over its GPUs with DataParallel) and validates; DDP wraps it for
+    # training only, so validation never enters DDP's collectives (a rank may hold no validation images).
+    local: nn.Module = AutocastForward(model, placement)
     if placement.gpus:
-        net = nn.DataParallel(net, device_ids=list(placement.gpus))
-    distributed.init(dist, device)
+        local = nn.DataParallel(local, device_ids=list(placement.gpus))
+    net = local
     if dist.enabled:
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(local, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         net = torch.compile(net)
+        local = net if not dist.enabled else local
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     run_config = _run_config(resolved, model_config, pre, manifest, fingerprint, placement, dist)
@@ -350,16 +388,13 @@ def fit(
     )
 
     loop = _Loop(
-        config=config, resolved=resolved, net=net, model=model, optimizer=optimizer, scheduler=scheduler,
+        config=config, resolved=resolved, net=net, local=local, model=model, optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, stopper=stopper, criterion=criterion, placement=placement, dist=dist, cb=cb, stop=stop,
         run_dir=run_dir, model_config=model_config, pre=pre, manifest=manifest, fingerprint=fingerprint,
         history=history, best=best, train_loader=train_loader, val_loader=val_loader,
         train_sampler=train_sampler,
     )  # fmt: skip
-    try:
-        stop_reason = loop.run(start_epoch, start_step, partial)
-    finally:
-        distributed.shutdown(dist)
+    stop_reason = loop.run(start_epoch, start_step, partial)
     result = TrainResult(
         run_dir=run_dir,
         epochs_run=len(loop.history),
@@ -418,7 +453,8 @@ class _Loop:
 
     config: TrainConfig
     resolved: TrainConfig
-    net: nn.Module
+    net: nn.Module  # what trains (possibly DDP- and compile-wrapped)
+    local: nn.Module  # what validates: this process's forward, without DDP
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
@@ -490,7 +526,7 @@ class _Loop:
 
         self.cb.on_validation_start(epoch, len(self.val_loader))
         loss_sum, correct, seen = 0.0, 0, 0
-        for logits, targets in predict_batches(self.net, self.val_loader, self.placement, self.cb, self.stop):
+        for logits, targets in predict_batches(self.local, self.val_loader, self.placement, self.cb, self.stop):
             loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
             correct += int((logits.argmax(1) == targets).sum())
             seen += len(targets)
@@ -557,7 +593,7 @@ class _Loop:
                     images_per_s=partial["seen"] / max(partial["train_time"], 1e-9),
                 ),
             )
-            if flags[1] or self.stop.requested:
+            if flags[1]:  # agreed by every rank; a signal arriving later is seen at the next step
                 partial["epoch_time"] = now - epoch_start
                 self._interrupt(epoch, step, partial)
             if self.config.save_every and step % self.config.save_every == 0 and step < steps and self.dist.is_main:
@@ -601,7 +637,7 @@ class _Loop:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.placement.uses_scaler else None,
             "early_stopping": self.stopper.state_dict(),
-            "rng": _rng_state(),
+            "rng": {**_rng_state(), "loader_generator": self.train_loader.generator.get_state()},
             "loader": {
                 "seed": self.config.seed,
                 "epoch": epoch + 1,

@@ -5,13 +5,33 @@ from __future__ import annotations
 import csv
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from resnet_cli.engine.callbacks import EpochRecord
 from resnet_cli.errors import DatasetError
 from resnet_cli.io.atomic import atomic_write_text
 
 HISTORY_NAME = "history.csv"
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One row of history.csv."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    epoch_time: float  # seconds, training and validation
+    images_per_s: float  # training throughput
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "images_per_s")
 
 

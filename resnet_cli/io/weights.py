@@ -111,7 +111,7 @@ def load_weights(target: str | os.PathLike[str]) -> LoadedWeights:
             model_config = ModelConfig.from_dict(json.loads(meta["model"]))
             classes = list(json.loads(meta["classes"]))
             preprocess = PreprocessConfig.from_dict(json.loads(meta["preprocess"]))
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{path} has damaged metadata ({exc}): export it again") from None
         return LoadedWeights(
             path, "safetensors", model_config, classes, preprocess, state, file_sha256(path), run_dir, None, meta
@@ -121,8 +121,10 @@ def load_weights(target: str | os.PathLike[str]) -> LoadedWeights:
         model_config = ModelConfig.from_dict(data["model_config"])
         preprocess = PreprocessConfig.from_dict(data["preprocess"])
         classes = [str(c) for c in data["classes"]]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path} has a damaged configuration ({exc})") from None
+    if not isinstance(data["model"], dict) or not all(torch.is_tensor(v) for v in data["model"].values()):
+        raise CheckpointError(f"{path} has no state dict of tensors under 'model': it is damaged")
     state = clean_state_dict(data["model"])
     if len(classes) != model_config.num_classes:
         raise CheckpointError(f"{path} lists {len(classes)} classes for a {model_config.num_classes}-way classifier")
