@@ -91,6 +91,7 @@ def test_a_final_batch_of_one_is_dropped_in_training_only():
     assert [len(b) for b in train] == [8, 8]
     evaluation = EpochBatchSampler(17, 8, seed=0, shuffle=False, train=False)
     assert [len(b) for b in evaluation] == [8, 8, 1]
+    assert list(evaluation)[0] == list(range(8))  # plain indices: evaluation needs no augmentation seeds
 
 
 def test_distributed_shards():
@@ -102,7 +103,7 @@ def test_distributed_shards():
     assert len({len(s) for s in shards}) == 1  # padded to equal length, like DistributedSampler
     assert set().union(*map(set, shards)) == set(range(20))
     evaluation = [
-        [i for b in EpochBatchSampler(20, 4, seed=0, shuffle=False, rank=r, world_size=3, train=False) for i, _ in b]
+        [i for b in EpochBatchSampler(20, 4, seed=0, shuffle=False, rank=r, world_size=3, train=False) for i in b]
         for r in range(3)
     ]
     assert sorted(i for shard in evaluation for i in shard) == list(range(20))  # every sample exactly once

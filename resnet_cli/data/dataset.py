@@ -73,17 +73,30 @@ class ManifestDataset(Dataset):
         return F.pil_to_tensor(image)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        index, seed = key if isinstance(key, tuple) else (key, None)
-        pixels = self.load(index)
-        if seed is None:
-            return self.transform(pixels), self.targets[index]
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list) -> list[tuple[torch.Tensor, int]]:
+        """A whole batch: the DataLoader calls this with the batch sampler's keys.
+
+        Seeded keys share one ``fork_rng`` per batch (saving and restoring the global generator costs more
+        than seeding it), so the global generator is untouched and each sample still sees its own seed.
+        """
+        if not any(isinstance(key, tuple) for key in keys):
+            return [(self.transform(self.load(i)), self.targets[i]) for i in keys]
+        items = []
         with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)  # the CPU generator only; CUDA's stay untouched
-            return self.transform(pixels), self.targets[index]
+            for key in keys:
+                index, seed = key if isinstance(key, tuple) else (key, None)
+                pixels = self.load(index)
+                if seed is not None:
+                    torch.default_generator.manual_seed(seed)  # the CPU generator only; CUDA's stay untouched
+                items.append((self.transform(pixels), self.targets[index]))
+        return items
 
 
 class EpochBatchSampler(Sampler[list]):
-    """Batches of ``(index, augmentation seed)`` for one rank, reproducible from ``(seed, epoch)``.
+    """Batches of ``(index, augmentation seed)`` (training) or plain indices (evaluation) for one rank,
+    reproducible from ``(seed, epoch)``.
 
     Args:
         size: samples in the dataset.
@@ -140,9 +153,12 @@ class EpochBatchSampler(Sampler[list]):
     def total_batches(self) -> int:
         return len(self._batches())
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list]:
         for batch in self._batches()[self.start_batch :]:
-            yield [(i, sample_seed(self.seed, self.epoch, i)) for i in batch]
+            if self.train:
+                yield [(i, sample_seed(self.seed, self.epoch, i)) for i in batch]
+            else:  # evaluation transforms are deterministic: plain indices, no seeding
+                yield list(batch)
 
     def __len__(self) -> int:
         return max(0, self.total_batches() - self.start_batch)

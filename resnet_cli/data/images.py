@@ -18,8 +18,8 @@ Only Pillow and NumPy are used here, so scanning and splitting never import torc
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -55,14 +55,30 @@ def decode_with_mode(data: bytes, channels: int, background: int = 255) -> tuple
     """Like :func:`decode`, also returning the file's own Pillow mode (``"L"``, ``"RGBA"``, ``"I;16"``...)."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
+    return _decode(io.BytesIO(data), channels, background)
+
+
+def load(path: str | Path, channels: int, background: int = 255) -> Image.Image:
+    """Read and decode one file (see :func:`decode`), straight from disk without an extra copy.
+
+    Raises:
+        ImageDecodeError: as :func:`decode`.
+        OSError: the file cannot be opened.
+    """
+    with open(path, "rb") as handle:
+        return _decode(handle, channels, background)[0]
+
+
+def _decode(source: IO[bytes], channels: int, background: int) -> tuple[Image.Image, str]:
+    # Pillow refuses images over twice its MAX_IMAGE_PIXELS (about 179 million) as decompression bombs;
+    # between one and two times it only warns.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            image.load()  # decode every pixel: opening only reads the header
+        image = Image.open(source)
+        image.load()  # decode every pixel: opening only reads the header
     except UnidentifiedImageError:
-        raise ImageDecodeError("not an image Pillow can read") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        empty = source.seek(0, io.SEEK_END) == 0
+        raise ImageDecodeError("empty file (0 bytes)" if empty else "not an image Pillow can read") from None
+    except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"too many pixels to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(_short_reason(exc)) from None
@@ -72,14 +88,10 @@ def decode_with_mode(data: bytes, channels: int, background: int = 255) -> tuple
         raise ImageDecodeError(f"cannot convert {image.mode} pixels: {_short_reason(exc)}") from None
 
 
-def load(path: str | Path, channels: int, background: int = 255) -> Image.Image:
-    """Read and decode one file (see :func:`decode`)."""
-    return decode(Path(path).read_bytes(), channels, background)
-
-
 def to_mode(image: Image.Image, channels: int, background: int = 255) -> Image.Image:
     """Apply the module's rules to an opened image; returns ``L`` or ``RGB``."""
-    image = ImageOps.exif_transpose(image) or image
+    if image.getexif().get(0x0112, 1) not in (None, 1):  # EXIF orientation other than "upright"
+        image = ImageOps.exif_transpose(image)
     mode = image.mode
     if mode == "P":
         mode = "PA" if "transparency" in image.info else "RGB"
