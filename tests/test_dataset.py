@@ -91,7 +91,7 @@ def test_a_final_batch_of_one_is_dropped_in_training_only():
     assert [len(b) for b in train] == [8, 8]
     evaluation = EpochBatchSampler(17, 8, seed=0, shuffle=False, train=False)
     assert [len(b) for b in evaluation] == [8, 8, 1]
-    assert list(evaluation)[0] == list(range(8))  # plain indices: evaluation needs no augmentation seeds
+    assert next(iter(evaluation)) == list(range(8))  # plain indices: evaluation needs no augmentation seeds
 
 
 def test_distributed_shards():

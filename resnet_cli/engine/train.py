@@ -565,6 +565,13 @@ class _Loop:
             loss = self.criterion(logits.float(), y)
             loss_value = float(loss.detach())
             bad = not math.isfinite(loss_value)
+            if self.config.label_smoothing:
+                # History reports plain cross-entropy, comparable with validation loss (the overfitting picture);
+                # the optimiser still minimises the smoothed loss.
+                with torch.no_grad():
+                    reported = float(nn.functional.cross_entropy(logits.detach().float(), y))
+            else:
+                reported = loss_value
             flags = distributed.any_rank([bad, self.stop.requested], self.dist, self.placement.device)
             if flags[0]:
                 raise RunFailedError(
@@ -577,7 +584,7 @@ class _Loop:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             batch = len(y)
-            partial["loss_sum"] += loss_value * batch
+            partial["loss_sum"] += reported * batch
             partial["correct"] += int((logits.detach().argmax(1) == y).sum())
             partial["seen"] += batch
             now = time.perf_counter()

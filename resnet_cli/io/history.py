@@ -20,7 +20,7 @@ class EpochRecord:
     """One row of history.csv."""
 
     epoch: int
-    train_loss: float
+    train_loss: float  # plain cross-entropy of the training batches (without label smoothing)
     train_acc: float
     val_loss: float
     val_acc: float
