@@ -6,6 +6,6 @@ The library is usable without the command line::
     model = build_model("resnet34", num_classes=10, in_channels=1, small_input=True)
 """
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.1.0"
 
 __all__ = ["__version__"]

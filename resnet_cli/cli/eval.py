@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import Device, Force, Json, Quiet
+from resnet_cli.cli.options import Device, Force, InferencePrecision, Json, Quiet
 from resnet_cli.cli.progress import task_progress
 
 
@@ -33,7 +33,7 @@ def eval_command(
         int | None, typer.Option("--batch-size", "-b", help="[default: the training batch size]", show_default=False)
     ] = None,
     device: Device = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto (as trained), fp32, bf16 or fp16.")] = "auto",
+    precision: InferencePrecision = "auto",
     workers: Annotated[int, typer.Option("--workers", "-j", help="Data-loading processes.")] = 0,
     save: Annotated[
         bool, typer.Option("--save/--no-save", help="Write `eval-SPLIT.json` and `predictions-SPLIT.csv`.")

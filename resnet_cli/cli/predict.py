@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import Device, Json, Quiet
+from resnet_cli.cli.options import Device, InferencePrecision, Json, Quiet
 
 
 def predict(
@@ -26,7 +26,7 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes shown per image.")] = 5,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")] = 64,
     device: Device = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="auto (as trained), fp32, bf16 or fp16.")] = "auto",
+    precision: InferencePrecision = "auto",
     json_out: Json = False,
     csv_out: Annotated[
         bool, typer.Option("--csv", help="CSV on stdout: path, then class/probability pairs, error.")
