@@ -403,3 +403,15 @@ def test_dataparallel_amp_on_cuda(small_split, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["placement"]["precision"] in ("bf16", "fp16") and config["placement"]["channels_last"]
     assert not any(k.startswith("module.") for k in load(out / "last.pt")["model"])
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_saves_clean_keys(small_split, tmp_path):
+    out = tmp_path / "compiled"
+    proc = run_cli(
+        "train", "--data", small_split, *FAST, "--epochs", "1", "--max-steps", "2", "--compile", "--out", out
+    )
+    assert proc.returncode == 0, proc.stderr
+    keys = load(out / "last.pt")["model"].keys()
+    assert keys == build_model(18, num_classes=10, in_channels=1, small_input=True).state_dict().keys()
+    assert json.loads((out / "config.json").read_text())["train"]["compile"] is True
