@@ -18,11 +18,11 @@ from resnet_cli.data.dataset import EpochBatchSampler, ManifestDataset, make_loa
 from resnet_cli.data.split import PARTS
 from resnet_cli.data.transforms import eval_transform
 from resnet_cli.engine.callbacks import Callback
-from resnet_cli.engine.device import Placement, resolve_channels_last, resolve_device
-from resnet_cli.engine.inference import AutocastForward, predict_batches
+from resnet_cli.engine.device import resolve_device
+from resnet_cli.engine.inference import inference_network, predict_batches
 from resnet_cli.errors import CheckpointError, ConfigError, DatasetError
 from resnet_cli.io.atomic import atomic_write_text, refuse_overwrite
-from resnet_cli.io.weights import LoadedWeights, find_manifest, load_weights
+from resnet_cli.io.weights import find_manifest, load_weights
 
 
 @dataclass
@@ -106,11 +106,7 @@ def evaluate(
         raise DatasetError(f"the {split} part of {man.path} is empty{hint}")
 
     pre = weights.preprocess
-    placement = Placement(dev, (), _eval_precision(precision, weights, dev), resolve_channels_last(None, dev))
-    model = weights.build().to(dev)
-    if placement.channels_last:
-        model.to(memory_format=torch.channels_last)
-    net = AutocastForward(model, placement)
+    net, placement = inference_network(weights, dev, precision)
     size = batch_size or weights.batch_size
     dataset = ManifestDataset(man.root, rows, weights.classes, eval_transform(pre), pre.in_channels, pre.background)
     sampler = EpochBatchSampler(len(dataset), size, 0, shuffle=False, train=False)
@@ -193,17 +189,6 @@ def build_report(logits: torch.Tensor, targets: torch.Tensor, classes: list[str]
         "weighted": averages["weighted"],
         "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
     }
-
-
-def _eval_precision(precision: str, weights: LoadedWeights, device: torch.device) -> str:
-    from resnet_cli.engine.device import resolve_precision
-
-    if precision != "auto":
-        return resolve_precision(precision, device)
-    trained = weights.precision
-    if trained == "fp16" and device.type != "cuda":
-        return "fp32"
-    return trained if trained in ("fp32", "bf16", "fp16") else "fp32"
 
 
 def _predictions_csv(predictions: list[dict[str, Any]]) -> str:

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from resnet_cli.engine.callbacks import Callback, StopRequest
-from resnet_cli.engine.device import Placement, autocast
+from resnet_cli.engine.device import Placement, autocast, resolve_channels_last, resolve_precision
+from resnet_cli.io.weights import LoadedWeights
 
 
 class AutocastForward(nn.Module):
@@ -58,3 +59,24 @@ def predict_batches(
                 callback.on_validation_step(step, steps)
             if stop is not None and stop.requested:
                 return
+
+
+def inference_precision(precision: str, weights: LoadedWeights, device: torch.device) -> str:
+    """``auto`` means the precision the weights were trained (and validated) in, where this device can run it."""
+    if precision != "auto":
+        return resolve_precision(precision, device)
+    trained = weights.precision
+    if trained == "fp16" and device.type != "cuda":
+        return "fp32"
+    return trained if trained in ("fp32", "bf16", "fp16") else "fp32"
+
+
+def inference_network(weights: LoadedWeights, device: torch.device, precision: str) -> tuple[nn.Module, Placement]:
+    """The weights' network on ``device`` in eval mode, wrapped to run under the resolved precision."""
+    placement = Placement(
+        device, (), inference_precision(precision, weights, device), resolve_channels_last(None, device)
+    )
+    model = weights.build().to(device)
+    if placement.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return AutocastForward(model, placement).eval(), placement

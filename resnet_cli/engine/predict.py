@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.transforms.v2 import functional as F
 
 from resnet_cli.data import images
 from resnet_cli.data.transforms import eval_transform
-from resnet_cli.engine.device import Placement, resolve_channels_last, resolve_device
-from resnet_cli.engine.evaluate import _eval_precision
-from resnet_cli.engine.inference import AutocastForward, to_device
+from resnet_cli.engine.device import resolve_device
+from resnet_cli.engine.inference import inference_network, to_device
 from resnet_cli.errors import ConfigError, DatasetError
 from resnet_cli.io.weights import load_weights
 
@@ -100,11 +100,7 @@ def predict(
     files = collect_inputs(inputs)
     pre = weights.preprocess
     transform = eval_transform(pre)
-    placement = Placement(dev, (), _eval_precision(precision, weights, dev), resolve_channels_last(None, dev))
-    model = weights.build().to(dev)
-    if placement.channels_last:
-        model.to(memory_format=torch.channels_last)
-    net = AutocastForward(model, placement).eval()
+    net, placement = inference_network(weights, dev, precision)
     k = min(top_k, len(weights.classes))
     results = [Prediction(str(f)) for f in files]
     for start in range(0, len(files), batch_size):
@@ -119,8 +115,6 @@ def predict(
             except OSError as exc:
                 results[i].error = exc.strerror or str(exc)
                 continue
-            from torchvision.transforms.v2 import functional as F
-
             tensors.append(transform(F.pil_to_tensor(pixels)))
             ok.append(i)
         if not tensors:
