@@ -40,7 +40,7 @@ from resnet_cli.engine.distributed import DistInfo
 from resnet_cli.engine.inference import AutocastForward, predict_batches, to_device
 from resnet_cli.errors import CheckpointError, ConfigError, DatasetError, Interrupted, OutputExistsError, RunFailedError
 from resnet_cli.io.atomic import atomic_write_text
-from resnet_cli.io.checkpoint import read_project_checkpoint, save_checkpoint, unwrap_model
+from resnet_cli.io.checkpoint import read_project_checkpoint, save_checkpoint
 from resnet_cli.io.history import HISTORY_NAME, EpochRecord, write_history
 from resnet_cli.io.weights import adapt_state_dict, read_state_dict
 from resnet_cli.models import build_model, canonical_arch, depth_of
@@ -314,7 +314,7 @@ def _fit(
     stopper = EarlyStopping(config.patience, config.min_delta)
     history: list[EpochRecord] = []
     start_epoch, start_step = 0, 0
-    partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "train_time": 0.0, "epoch_time": 0.0, "lr": config.lr}
+    partial = _Loop.fresh_partial()
     best = {"epoch": 0, "val_loss": math.inf, "val_acc": 0.0}
 
     if state is not None:
@@ -340,19 +340,19 @@ def _fit(
         _set_rng_state(state["rng"])
         if "loader_generator" in state["rng"]:
             train_loader.generator.set_state(state["rng"]["loader_generator"])
-        saved_epochs = int(state["config"]["epochs"])
-        finished = (stopper.stopped or start_epoch >= saved_epochs) and not start_step
-        if finished and config.epochs <= max(saved_epochs, start_epoch):
+        limit = max(int(state["config"]["epochs"]), start_epoch)  # where the saved run ends
+        finished = (stopper.stopped or start_epoch >= limit) and not start_step
+        if finished and config.epochs <= limit:
             if (run_dir / "run.json").is_file():
                 raise ConfigError(
                     f"the run in {run_dir} already finished after {start_epoch} epochs: pass --epochs with more "
-                    f"than {max(saved_epochs, start_epoch)} to extend it"
+                    f"than {limit} to extend it"
                 )
             cb.on_message(f"{run_dir} had finished its last epoch when it stopped: writing its summary")
-        elif finished and stopper.stopped:
-            stopper.reset()
-            cb.on_message(f"extending an early-stopped run from epoch {start_epoch} to {config.epochs}")
-        if not finished or config.epochs > max(saved_epochs, start_epoch):
+        else:
+            if finished and stopper.stopped:
+                stopper.reset()
+                cb.on_message(f"extending an early-stopped run from epoch {start_epoch} to {config.epochs}")
             cb.on_message(f"resumed {run_dir} at epoch {start_epoch + 1}, step {start_step}")
 
     # `local` runs this process's forward (over its GPUs with DataParallel) and validates; DDP wraps it for
@@ -481,7 +481,7 @@ class _Loop:
             if self.stopper.stopped:
                 break
             record, improved = self._epoch(epoch, start_step, partial)
-            start_step, partial = 0, self._fresh_partial()
+            start_step, partial = 0, self.fresh_partial()
             self.history.append(record)
             if improved:
                 self.best = {"epoch": epoch, "val_loss": record.val_loss, "val_acc": record.val_acc}
@@ -490,9 +490,7 @@ class _Loop:
             lr_after = self.optimizer.param_groups[0]["lr"]
             if self.dist.is_main:
                 # best.pt first: a crash in between leaves last.pt one epoch behind, which resumes exactly.
-                if improved:
-                    self._save("best.pt", epoch, 0, self._fresh_partial())
-                self._save("last.pt", epoch, 0, self._fresh_partial())
+                self._save(["best.pt", "last.pt"] if improved else ["last.pt"], epoch, 0, self.fresh_partial())
                 write_history(self.run_dir / HISTORY_NAME, self.history)
             distributed.barrier(self.dist)
             self.cb.on_epoch_end(record, improved)
@@ -505,7 +503,7 @@ class _Loop:
         return "early_stop" if self.stopper.stopped else "completed"
 
     @staticmethod
-    def _fresh_partial() -> dict[str, Any]:
+    def fresh_partial() -> dict[str, Any]:
         return {"loss_sum": 0.0, "correct": 0, "seen": 0, "train_time": 0.0, "epoch_time": 0.0, "lr": None}
 
     def _epoch(self, epoch: int, start_step: int, partial: dict[str, Any]) -> tuple[EpochRecord, bool]:
@@ -605,7 +603,7 @@ class _Loop:
                 self._interrupt(epoch, step, partial)
             if self.config.save_every and step % self.config.save_every == 0 and step < steps and self.dist.is_main:
                 partial["epoch_time"] = now - epoch_start
-                self._save("last.pt", epoch - 1, step, partial)
+                self._save(["last.pt"], epoch - 1, step, partial)
             if step >= steps:
                 break
         return step
@@ -618,7 +616,7 @@ class _Loop:
 
     def _interrupt(self, epoch: int, step: int, partial: dict[str, Any]) -> None:
         if self.dist.is_main:
-            self._save("last.pt", epoch - 1, step, partial)
+            self._save(["last.pt"], epoch - 1, step, partial)
             write_history(self.run_dir / HISTORY_NAME, self.history)
         distributed.barrier(self.dist)
         signum = self.stop.signal or 2
@@ -629,11 +627,10 @@ class _Loop:
             128 + signum,
         )
 
-    def _save(self, name: str, epoch: int, batches_done: int, partial: dict[str, Any]) -> None:
-        model = unwrap_model(self.model)
+    def _save(self, names: list[str], epoch: int, batches_done: int, partial: dict[str, Any]) -> None:
+        """One checkpoint, serialised once and written to each of ``names`` in the run folder, in order."""
         payload = {
-            "kind": name.removesuffix(".pt"),
-            "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            "model": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
             "model_config": self.model_config.to_dict(),
             "classes": list(self.manifest.classes),
             "preprocess": self.pre.to_dict(),
@@ -659,7 +656,7 @@ class _Loop:
             "data_fingerprint": self.fingerprint,
             "versions": _versions(),
         }
-        save_checkpoint(self.run_dir / name, payload)
+        save_checkpoint([self.run_dir / name for name in names], payload)
 
 
 def _prepare_run_dir(run_dir: Path, force: bool) -> None:

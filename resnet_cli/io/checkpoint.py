@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,21 +59,24 @@ def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
     return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
 
 
-def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
-    """Serialise in memory, then write atomically: a failed write leaves the previous file intact.
+def save_checkpoint(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], payload: dict[str, Any]) -> None:
+    """Serialise once in memory, then write each path atomically, in order: a failed write leaves the previous
+    file intact.
 
     Raises:
-        RunFailedError: non-finite weights (the previous checkpoint is kept) or a failed write.
+        RunFailedError: non-finite weights (the previous checkpoints are kept) or a failed write.
     """
+    targets = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
     bad = non_finite_tensors(payload.get("model", {}))
     if bad:
         raise RunFailedError(
-            f"refusing to write {path}: the weights hold NaN or infinity ({bad[0]}); the previous checkpoint "
+            f"refusing to write {targets[-1]}: the weights hold NaN or infinity ({bad[0]}); the previous checkpoint "
             "is intact: lower --lr or use --precision fp32"
         )
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    for path in targets:
+        atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
