@@ -128,16 +128,17 @@ def part_sizes(n: int, val: float, test: float) -> dict[str, int]:
     return {"train": n - n_test - n_val, "val": n_val, "test": n_test}
 
 
-def _every_part_filled(n: int, config: SplitConfig) -> bool:
-    sizes = part_sizes(n, config.val, config.test)
-    return sizes["train"] >= 1 and sizes["val"] >= 1 and (config.test == 0 or sizes["test"] >= 1)
+def every_part_filled(n: int, val: float, test: float) -> bool:
+    """Whether a class of ``n`` images gets at least one in every requested part (rounding is not monotonic in
+    ``n``, so a larger class can fail where a smaller one passes)."""
+    sizes = part_sizes(n, val, test)
+    return sizes["train"] >= 1 and sizes["val"] >= 1 and (test == 0 or sizes["test"] >= 1)
 
 
 def min_class_size(val: float, test: float) -> int:
     """Fewest images a class needs for at least one in every requested part."""
     for n in range(1, 100_000):
-        sizes = part_sizes(n, val, test)
-        if sizes["train"] >= 1 and sizes["val"] >= 1 and (test == 0 or sizes["test"] >= 1):
+        if every_part_filled(n, val, test):
             return n
     raise SplitError(f"fractions --val {val} --test {test} cannot give every part an image")  # pragma: no cover
 
@@ -197,7 +198,9 @@ def make_split(root: str | os.PathLike[str], config: SplitConfig, progress: Prog
     for v in good:
         per_class[v.label].append(v)
     need = min_class_size(config.val, config.test)
-    small = {c: len(items) for c, items in per_class.items() if not _every_part_filled(len(items), config)}
+    small = {
+        c: len(items) for c, items in per_class.items() if not every_part_filled(len(items), config.val, config.test)
+    }
     if small and not config.drop_small:
         raise SplitError(_too_small_message(small, need, config, scan.other_files))
     for c in small:
