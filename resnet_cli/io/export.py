@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from resnet_cli import __version__
-from resnet_cli.errors import CheckpointError, ConfigError, RunFailedError
+from resnet_cli.errors import CheckpointError, ConfigError, ResnetError, RunFailedError
 from resnet_cli.io.atomic import atomic_write_bytes, refuse_overwrite
 from resnet_cli.io.checkpoint import non_finite_tensors
 from resnet_cli.io.weights import SAFETENSORS_FORMAT, LoadedWeights, find_manifest, load_weights
@@ -155,12 +155,13 @@ def sample_inputs(weights: LoadedWeights, data: str | os.PathLike[str] | None) -
     from resnet_cli.data.transforms import eval_transform
 
     pre = weights.preprocess
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(ResnetError):  # no manifest, moved or damaged images: fall back to random inputs
         manifest = find_manifest(weights, data, None)
         rows = (manifest.part("test") or manifest.part("val"))[:PARITY_IMAGES]
         if rows:
-            dataset = ManifestDataset(manifest.root, rows, manifest.classes, eval_transform(pre), pre.in_channels)
-            batch = torch.stack([dataset[i][0] for i in range(len(dataset))])
+            transform = eval_transform(pre)
+            dataset = ManifestDataset(manifest.root, rows, manifest.classes, transform, pre.in_channels, pre.background)
+            batch = torch.stack([x for x, _ in dataset.__getitems__(list(range(len(rows))))])
             return batch, f"{len(rows)} images from {manifest.path}"
     generator = torch.Generator().manual_seed(0)
     shape = (8, pre.in_channels, pre.image_size, pre.image_size)
