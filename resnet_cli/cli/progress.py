@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Iterator
 
-from resnet_cli.cli.console import stderr_console, stderr_is_terminal
+from resnet_cli.cli.console import info_line, stderr_console, stderr_is_terminal
 
 #: Plain-line progress prints at most this often (seconds), plus the final line.
 PLAIN_INTERVAL = 5.0
@@ -55,8 +54,7 @@ class PlainProgress:
         if now - self.last >= self.interval or (done == total and total > 0 and self.printed):
             self.last = now
             self.printed = True
-            sys.stderr.write(f"{self.description}: {done}/{total}\n")
-            sys.stderr.flush()
+            info_line(f"{self.description}: {done}/{total}")
 
 
 def _fmt_epoch(record, improved: bool) -> str:
@@ -90,10 +88,10 @@ def training_callback(quiet: bool = False):
             self.last = time.monotonic()
 
         def on_train_start(self, info: dict) -> None:
-            _line(_fmt_start(info))
+            info_line(_fmt_start(info))
 
         def on_message(self, text: str) -> None:
-            _line(text)
+            info_line(text)
 
         def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
             self.epochs = epochs
@@ -103,13 +101,13 @@ def training_callback(quiet: bool = False):
             now = time.monotonic()
             if now - self.last >= 6 * PLAIN_INTERVAL and stats.step < stats.steps:
                 self.last = now
-                _line(
+                info_line(
                     f"epoch {epoch} step {stats.step}/{stats.steps}  loss {stats.loss:.4f} "
                     f"acc {stats.accuracy:6.2%}  {stats.images_per_s:.1f} img/s"
                 )
 
         def on_epoch_end(self, record, improved: bool) -> None:
-            _line(_fmt_epoch(record, improved))
+            info_line(_fmt_epoch(record, improved))
 
     class RichTraining(Callback):
         """A live bar per epoch with loss, accuracy and images/s; finished epochs stay as lines."""
@@ -163,8 +161,3 @@ def training_callback(quiet: bool = False):
     if quiet:
         return Callback()
     return RichTraining() if stderr_is_terminal() else PlainTraining()
-
-
-def _line(text: str) -> None:
-    sys.stderr.write(text + "\n")
-    sys.stderr.flush()

@@ -16,6 +16,8 @@ from resnet_cli.cli.progress import training_callback
 
 # CLI parameter name -> TrainConfig field, for options whose names differ.
 _FIELD = {"split": "manifest", "max_steps": "max_steps_per_epoch", "compile_model": "compile"}
+# CLI parameters that steer the command rather than describe the run.
+_NOT_CONFIG = ("resume", "force", "json_out", "quiet")
 
 
 def train(
@@ -115,7 +117,7 @@ def train(
     from resnet_cli.config import TrainConfig
     from resnet_cli.engine.callbacks import StopRequest
     from resnet_cli.engine.device import parse_gpus
-    from resnet_cli.engine.train import fit, resume_config
+    from resnet_cli.engine.train import default_run_dir, fit, resume_config
     from resnet_cli.models import canonical_arch
 
     values = dict(ctx.params)
@@ -124,18 +126,12 @@ def train(
     values["data"] = str(data)
     values["init"] = str(init) if init else None
     values["out"] = str(out) if out else None
-    fields = {_FIELD.get(k, k): v for k, v in values.items() if k not in ("resume", "force", "json_out", "quiet")}
+    fields = {_FIELD.get(k, k): v for k, v in values.items() if k not in _NOT_CONFIG}
     config = TrainConfig(**fields)
     dist = _dist_from_env()
     if resume:
-        from resnet_cli.engine.train import default_run_dir
-
         run_dir = out or default_run_dir(canonical_arch(arch))
-        explicit = {
-            _FIELD.get(name, name): fields[_FIELD.get(name, name)]
-            for name in ctx.params
-            if name not in ("resume", "force", "json_out", "quiet") and _given(ctx, name)
-        }
+        explicit = {_FIELD.get(k, k): v for k, v in values.items() if k not in _NOT_CONFIG and _given(ctx, k)}
         config = replace(resume_config(run_dir, explicit), out=str(run_dir))
     quiet = quiet or json_out or not dist.is_main
     progress = training_callback(quiet)
