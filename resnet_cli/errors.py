@@ -37,6 +37,10 @@ class OutputExistsError(ResnetError):
     """An earlier result would be overwritten; the user must pass ``--force``."""
 
 
+class RunBusyError(ResnetError):
+    """A run folder is held by another live resnet process (the lock names it)."""
+
+
 class RunFailedError(ResnetError):
     """The work failed at run time (non-finite loss, I/O error, out of memory)."""
 

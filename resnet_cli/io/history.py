@@ -4,35 +4,57 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from resnet_cli.errors import DatasetError
-from resnet_cli.io.atomic import atomic_write_text
+from resnet_cli.fs import atomic_write_text
 
 HISTORY_NAME = "history.csv"
 
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One row of history.csv."""
+    """One row of history.csv.
+
+    ``train_loss`` and ``train_acc`` are running figures over the epoch's augmented batches in train mode;
+    ``train_eval_loss`` and ``train_eval_acc`` measure a fixed, seeded, stratified subset of the train part
+    (as large as val) at the epoch's end, in eval mode without augmentation, exactly as val is measured. The
+    generalisation gap is honest only between the latter and val.
+    """
 
     epoch: int
     train_loss: float  # plain cross-entropy of the training batches (without label smoothing)
     train_acc: float
     val_loss: float
     val_acc: float
-    lr: float
-    epoch_time: float  # seconds, training and validation
-    images_per_s: float  # training throughput
+    lr: float | None = None
+    epoch_time: float | None = None  # seconds, training and validation
+    images_per_s: float | None = None  # training throughput
+    train_eval_loss: float | None = None
+    train_eval_acc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time", "images_per_s")
+#: Columns every history needs (a model trained elsewhere can bring just these); the others are optional.
+REQUIRED = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
+COLUMNS = (*REQUIRED, "lr", "epoch_time", "images_per_s", "train_eval_loss", "train_eval_acc")
+_FORMATS = {
+    "train_loss": ".6f",
+    "train_acc": ".6f",
+    "val_loss": ".6f",
+    "val_acc": ".6f",
+    "lr": ".6g",
+    "epoch_time": ".3f",
+    "images_per_s": ".1f",
+    "train_eval_loss": ".6f",
+    "train_eval_acc": ".6f",
+}
 
 
 def history_text(records: list[EpochRecord]) -> str:
@@ -40,18 +62,11 @@ def history_text(records: list[EpochRecord]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for r in records:
-        writer.writerow(
-            [
-                r.epoch,
-                f"{r.train_loss:.6f}",
-                f"{r.train_acc:.6f}",
-                f"{r.val_loss:.6f}",
-                f"{r.val_acc:.6f}",
-                f"{r.lr:.6g}",
-                f"{r.epoch_time:.3f}",
-                f"{r.images_per_s:.1f}",
-            ]
-        )
+        row: list[Any] = [r.epoch]
+        for column in COLUMNS[1:]:
+            value = getattr(r, column)
+            row.append("" if value is None else format(value, _FORMATS[column]))
+        writer.writerow(row)
     return buffer.getvalue()
 
 
@@ -60,10 +75,10 @@ def write_history(path: str | os.PathLike[str], records: list[EpochRecord]) -> N
 
 
 def read_history(path: str | os.PathLike[str]) -> list[EpochRecord]:
-    """Read a history file (a run's, or any CSV with these columns).
+    """Read a history file (a run's, or any CSV with at least the columns in ``REQUIRED``).
 
     Raises:
-        DatasetError: missing file or columns.
+        DatasetError: missing file or columns, or a malformed row.
     """
     path = Path(path)
     if path.is_dir():
@@ -72,18 +87,25 @@ def read_history(path: str | os.PathLike[str]) -> list[EpochRecord]:
         raise DatasetError(f"no history at {path}: the run has not finished an epoch yet")
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        present = reader.fieldnames or []
+        missing = [c for c in REQUIRED if c not in present]
         if missing:
-            raise DatasetError(f"{path} lacks the columns {', '.join(missing)}")
+            raise DatasetError(f"{path} lacks the columns {', '.join(missing)} (needed: {', '.join(REQUIRED)})")
         records = []
         for line, row in enumerate(reader, start=2):
             try:
-                records.append(
-                    EpochRecord(
-                        epoch=int(row["epoch"]),
-                        **{c: float(row[c]) for c in COLUMNS[1:]},
-                    )
-                )
+                values: dict[str, Any] = {c: float(row[c]) for c in REQUIRED[1:]}
+                for column in COLUMNS[len(REQUIRED) :]:
+                    text = (row.get(column) or "").strip()
+                    values[column] = float(text) if text else None
+                records.append(EpochRecord(epoch=int(float(row["epoch"])), **values))
             except (TypeError, ValueError):
                 raise DatasetError(f"{path}, line {line}: malformed row") from None
     return records
+
+
+def has_honest_train(records: list[EpochRecord]) -> bool:
+    """Whether every record carries the eval-mode train-subset figures."""
+    return bool(records) and all(
+        r.train_eval_loss is not None and math.isfinite(r.train_eval_loss) for r in records
+    )
