@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 
+
+def complete_from(*choices: str) -> Callable[[str], list[str]]:
+    """A shell-completion function offering ``choices`` that start with what was typed so far."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete)]
+
+    return complete
+
+
+ARCH_CHOICES = ("18", "34", "50", "101", "152", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+PART_CHOICES = ("test", "val", "train")
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or informational messages on stderr.")]
 Json = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout instead of a table.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite earlier output.")]
-Arch = Annotated[str, typer.Option("--arch", "-a", help="18, 34, 50, 101 or 152 (or resnet34-style names).")]
+Arch = Annotated[
+    str,
+    typer.Option(
+        "--arch",
+        "-a",
+        help="18, 34, 50, 101 or 152 (or resnet34-style names).",
+        autocompletion=complete_from(*ARCH_CHOICES),
+    ),
+]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]
-InferencePrecision = Annotated[str, typer.Option("--precision", help="auto (as trained), fp32, bf16 or fp16.")]
+InferencePrecision = Annotated[
+    str,
+    typer.Option(
+        "--precision", help="auto (as trained), fp32, bf16 or fp16.", autocompletion=complete_from(*PRECISION_CHOICES)
+    ),
+]
