@@ -148,12 +148,13 @@ def test_scan_rules(tmp_path):
     (root / "cat" / "notes.txt").write_text("x")
     write_png(root / "dog" / "f.png", seed=8)
     os.symlink(root / "cat" / "a.PNG", root / "cat" / "link-to-a.png")  # same file twice
-    os.symlink(root / "cat" / "a.PNG", root / "dog" / "z-link.png")  # and in another class
+    os.symlink(root / "cat" / "a.PNG", root / "dog" / "z-link.png")  # into another class: not followed
     os.symlink(root / "cat", root / "cat" / "nested" / "loop")  # a folder loop
     scan = scan_folder(root)
     assert scan.classes == ["cat", "dog"]
     assert [f.path for f in scan.files] == ["cat/a.PNG", "cat/b.JpEg", "cat/nested/deeper/c.png", "dog/f.png"]
-    assert sorted(a[0] for a in scan.aliases) == ["cat/link-to-a.png", "dog/z-link.png"]
+    assert [a[0] for a in scan.aliases] == ["cat/link-to-a.png"]
+    assert [s[0] for s in scan.skipped] == ["dog/z-link.png"] and "out of its class" in scan.skipped[0][1]
     assert scan.other_files == {"cat": ["cat/notes.txt"]}
 
 

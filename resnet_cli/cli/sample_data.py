@@ -37,5 +37,7 @@ def sample_data(
 def register(app: typer.Typer) -> None:
     app.command(
         "sample-data",
-        epilog="Example: resnet sample-data data && resnet split data --val 0.2",
+        epilog="Examples:\n\n"
+        "- `resnet sample-data data && resnet split data --val 0.2` (the quick start)\n"
+        "- `resnet sample-data tiny --per-class 20` (200 images, for smoke tests)",
     )(sample_data)

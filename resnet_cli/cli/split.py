@@ -16,8 +16,16 @@ def split(
     data_dir: Annotated[
         Path, typer.Argument(metavar="DATA_DIR", help="ImageFolder root: `DATA_DIR/CLASS/IMAGE`.", show_default=False)
     ],
-    val: Annotated[float, typer.Option("--val", help="Fraction of each class for validation.")] = 0.2,
-    test: Annotated[float, typer.Option("--test", help="Fraction of each class held out for testing (0: none).")] = 0.0,
+    val: Annotated[
+        float | None,
+        typer.Option("--val", help="Fraction of each class for validation [default: 0.2].", show_default=False),
+    ] = None,
+    test: Annotated[
+        float | None,
+        typer.Option(
+            "--test", help="Fraction of each class held out for testing (0: none) [default: 0].", show_default=False
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the split.")] = 42,
     skip_bad: Annotated[
         bool,
@@ -33,6 +41,22 @@ def split(
         Path | None,
         typer.Option("--out", "-o", help="Manifest path [default: DATA_DIR/manifest.csv].", show_default=False),
     ] = None,
+    from_folders: Annotated[
+        bool,
+        typer.Option(
+            "--from-folders",
+            help="Keep the split of a `DATA_DIR/train|val|test/CLASS/IMAGE` dataset (val may be named valid or "
+            "validation; test is optional) instead of splitting afresh.",
+        ),
+    ] = False,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pixels",
+            help="Treat images with more pixels (width x height) as unreadable [default: Pillow's limit, 89,478,485].",
+            show_default=False,
+        ),
+    ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", help="Processes decoding images [default: all CPUs].", show_default=False)
     ] = None,
@@ -46,10 +70,16 @@ def split(
     """
     from resnet_cli.config import SplitConfig
     from resnet_cli.data.split import make_split
+    from resnet_cli.errors import ConfigError
 
+    if from_folders and (val is not None or test is not None):
+        given = " and ".join(f for f, v in (("--val", val), ("--test", test)) if v is not None)
+        raise ConfigError(f"{given} cannot be used with --from-folders, which keeps the parts the folders make")
+    if max_pixels is not None and max_pixels < 1:
+        raise ConfigError(f"--max-pixels must be at least 1, got {max_pixels}")
     config = SplitConfig(
-        val=val,
-        test=test,
+        val=0.2 if val is None else val,
+        test=0.0 if test is None else test,
         seed=seed,
         skip_bad=skip_bad,
         dedupe=dedupe,
@@ -59,15 +89,17 @@ def split(
         workers=workers,
     )
     with task_progress("verifying images", quiet or json_out) as progress:
-        result = make_split(data_dir, config, progress=progress)
+        result = make_split(data_dir, config, progress=progress, max_pixels=max_pixels, from_folders=from_folders)
+    # --quiet keeps warnings: it means errors and warnings only.
     for message in result.warnings:
-        console.warning_line(message, quiet)
+        console.warning_line(message)
     if result.excluded:
-        console.warning_line(f"left out {len(result.excluded)} file(s); see {result.sidecar}", quiet)
+        console.warning_line(f"left out {len(result.excluded)} file(s); see {result.sidecar}")
     if json_out:
         console.print_json(result.to_dict())
         return
-    _render(result.to_dict())
+    if not quiet:
+        _render(result.to_dict())
     console.print_path(result.manifest.path)
 
 
@@ -75,8 +107,9 @@ def _render(doc: dict) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    parts = ["train", "val"] + (["test"] if doc["test"] > 0 else [])
-    table = Table(title=f"split of {escape(doc['root'])} (seed {doc['seed']})", title_justify="left")
+    parts = ["train", "val"] + (["test"] if doc["totals"]["test"] > 0 else [])
+    how = "as its folders split it" if doc.get("source") == "folders" else f"seed {doc['seed']}"
+    table = Table(title=f"split of {escape(doc['root'])} ({how})", title_justify="left")
     table.add_column("class")
     for part in parts:
         table.add_column(part, justify="right")
@@ -93,5 +126,8 @@ def _render(doc: dict) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command(
-        epilog="Examples: resnet split data --val 0.2 | resnet split data --val 0.15 --test 0.15 --seed 0 --json",
+        epilog="Examples:\n\n"
+        "- `resnet split data --val 0.2`\n"
+        "- `resnet split data --val 0.15 --test 0.15 --seed 0 --json`\n"
+        "- `resnet split data --from-folders` (data/train/CLASS, data/val/CLASS)",
     )(split)

@@ -36,6 +36,8 @@ class ManifestDataset(Dataset):
     """Images of one manifest part. Items are ``(tensor, class index)``.
 
     Keys are plain indices, or ``(index, seed)`` pairs from :class:`EpochBatchSampler` (seeded augmentation).
+    Images with more pixels than ``max_pixels`` are refused; by default the limit is Pillow's, raised to the
+    largest image the manifest records (``resnet split --max-pixels`` let it in).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class ManifestDataset(Dataset):
         transform: Callable[[torch.Tensor], torch.Tensor],
         channels: int,
         background: int = 255,
+        max_pixels: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.paths = [r.path for r in rows]
@@ -57,6 +60,7 @@ class ManifestDataset(Dataset):
         self.transform = transform
         self.channels = channels
         self.background = background
+        self.max_pixels = max_pixels if max_pixels is not None else _pixel_limit(rows)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -65,7 +69,7 @@ class ManifestDataset(Dataset):
         """The decoded, untransformed image as a uint8 tensor (C, H, W)."""
         path = self.root / self.paths[index]
         try:
-            image = images.load(path, self.channels, self.background)
+            image = images.load(path, self.channels, self.background, self.max_pixels)
         except images.ImageDecodeError as exc:
             raise DatasetError(f"cannot decode {path}: {exc}; run 'resnet split' again to check the data") from None
         except OSError as exc:
@@ -92,6 +96,13 @@ class ManifestDataset(Dataset):
                     torch.default_generator.manual_seed(seed)  # the CPU generator only; CUDA's stay untouched
                 items.append((self.transform(pixels), self.targets[index]))
         return items
+
+
+def _pixel_limit(rows: Sequence[ManifestRow]) -> int | None:
+    default = images.default_max_pixels()
+    if default is None:
+        return None
+    return max([default] + [r.width * r.height for r in rows])
 
 
 class EpochBatchSampler(Sampler[list]):

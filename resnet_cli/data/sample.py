@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from resnet_cli.errors import ConfigError, OutputExistsError
-from resnet_cli.io.atomic import atomic_write_bytes
+from resnet_cli.fs import atomic_write_bytes
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ import math
 import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from resnet_cli import __version__
 from resnet_cli.config import SplitConfig
-from resnet_cli.data.scan import ProgressFn, scan_folder, verify_files
+from resnet_cli.data.scan import ImageFile, ProgressFn, find_part_folders, scan_folder, verify_files
 from resnet_cli.errors import DatasetError, SplitError
-from resnet_cli.io.atomic import atomic_open, refuse_overwrite
+from resnet_cli.fs import atomic_open, refuse_overwrite
 
 MANIFEST_NAME = "manifest.csv"
 PARTS = ("train", "val", "test")
@@ -87,6 +87,7 @@ class SplitResult:
         sizes = [sum(c.values()) for c in counts.values()]
         return {
             "manifest": str(self.manifest.path),
+            "source": self.manifest.meta.get("source", "split"),
             "sidecar": str(self.sidecar),
             "root": str(self.manifest.root),
             "seed": self.manifest.seed,
@@ -143,25 +144,53 @@ def min_class_size(val: float, test: float) -> int:
     raise SplitError(f"fractions --val {val} --test {test} cannot give every part an image")  # pragma: no cover
 
 
-def make_split(root: str | os.PathLike[str], config: SplitConfig, progress: ProgressFn | None = None) -> SplitResult:
-    """Scan, verify, stratify and write the manifest; returns what was written.
+def make_split(
+    root: str | os.PathLike[str],
+    config: SplitConfig,
+    progress: ProgressFn | None = None,
+    *,
+    max_pixels: int | None = None,
+    from_folders: bool = False,
+) -> SplitResult:
+    """Scan, verify, stratify (or adopt an existing split) and write the manifest; returns what was written.
+
+    Args:
+        root: the data folder, ``ROOT/<class>/<image>``; with ``from_folders``, ``ROOT/<part>/<class>/<image>``.
+        config: fractions, seed and policies (``val`` and ``test`` are unused with ``from_folders``).
+        progress: called as ``progress(done, total)`` while verifying.
+        max_pixels: images with more pixels are unreadable (default: Pillow's limit, about 89.5 million).
+        from_folders: keep the split the ``train``/``val`` (``valid``, ``validation``)/``test`` folders of a
+            pre-split dataset already make; manifest paths stay relative to ``root`` (``train/cat/1.png``).
 
     Raises:
-        DatasetError: the folder is unusable or holds unreadable images (without ``skip_bad``).
+        DatasetError: the folder is unusable or holds unreadable images (without ``skip_bad``); a pre-split
+            layout without ``from_folders`` (or ``from_folders`` without one); parts with different classes.
         SplitError: bad fractions or classes too small to split (without ``drop_small``).
         OutputExistsError: a manifest exists and ``force`` is false.
     """
     root = Path(root)
-    check_fractions(config.val, config.test)
+    part_folders = find_part_folders(root) if root.is_dir() else None
+    if from_folders:
+        _check_part_folders(root, part_folders)
+    else:
+        check_fractions(config.val, config.test)
+        if part_folders:
+            listed = ", ".join(f"{name}/" for name in part_folders.values())
+            raise DatasetError(
+                f"{root} is already split into {listed} each holding class folders: pass --from-folders to "
+                "keep that split (without it the parts would become classes); to split afresh, put the class "
+                "folders of every part into one folder"
+            )
     manifest_path = Path(config.out) if config.out else default_manifest_path(root)
     if manifest_path.suffix.lower() != ".csv":
         raise SplitError(f"manifest path {manifest_path} must end in .csv (its JSON sidecar goes beside it)")
     refuse_overwrite(manifest_path, config.force, "manifest")
     refuse_overwrite(sidecar_path(manifest_path), config.force, "manifest sidecar")
 
-    scan = scan_folder(root)
-    checked = verify_files(root, scan.files, workers=config.workers, progress=progress)
+    found = _scan_parts(root, part_folders) if from_folders and part_folders else _scan_one(root)
+    checked = verify_files(root, found.files, workers=config.workers, progress=progress, max_pixels=max_pixels)
     bad = [(v.path, v.error) for v in checked if v.error]
+    bad += [(name, "name not valid UTF-8, which the manifest cannot hold: rename it") for name in found.bad_names]
     if bad and not config.skip_bad:
         shown = "; ".join(f"{p} ({r})" for p, r in bad[:_LIST_LIMIT])
         more = f"; and {len(bad) - _LIST_LIMIT} more" if len(bad) > _LIST_LIMIT else ""
@@ -172,16 +201,25 @@ def make_split(root: str | os.PathLike[str], config: SplitConfig, progress: Prog
     good = [v for v in checked if not v.error]
     excluded: list[tuple[str, str]] = [(p, f"unreadable: {r}") for p, r in bad]
     warnings: list[str] = []
-    if scan.aliases:
+    if found.aliases:
         warnings.append(
-            f"{len(scan.aliases)} file(s) reached through more than one path were counted once, "
-            f"e.g. {scan.aliases[0][0]} is {scan.aliases[0][1]}"
+            f"{len(found.aliases)} file(s) reached through more than one path were counted once, "
+            f"e.g. {found.aliases[0][0]} is {found.aliases[0][1]}"
         )
+    if found.skipped:
+        shown = "; ".join(f"{p} ({r})" for p, r in found.skipped[:_LIST_LIMIT])
+        more = f"; and {len(found.skipped) - _LIST_LIMIT} more" if len(found.skipped) > _LIST_LIMIT else ""
+        warnings.append(f"{len(found.skipped)} link(s) not followed: {shown}{more}")
 
     groups: dict[str, list] = defaultdict(list)
     for v in good:
         groups[v.sha256].append(v)
     duplicate_groups = [g for g in groups.values() if len(g) > 1]
+    if from_folders:
+        # Keep the copy in the evaluation part: a leak is fixed by taking the image out of training.
+        rank = {"test": 0, "val": 1, "train": 2}
+        for g in duplicate_groups:
+            g.sort(key=lambda v: (rank[found.part_of[v.path]], v.path))
     if config.dedupe:
         dropped = {id(v) for g in duplicate_groups for v in g[1:]}
         excluded += [(v.path, f"duplicate of {g[0].path}") for g in duplicate_groups for v in g[1:]]
@@ -194,37 +232,31 @@ def make_split(root: str | os.PathLike[str], config: SplitConfig, progress: Prog
             f"e.g. {' = '.join(v.path for v in g[:2])}: check their labels"
         )
 
-    per_class: dict[str, list] = {c: [] for c in scan.classes}
-    for v in good:
-        per_class[v.label].append(v)
-    need = min_class_size(config.val, config.test)
-    small = {
-        c: len(items) for c, items in per_class.items() if not every_part_filled(len(items), config.val, config.test)
-    }
-    if small and not config.drop_small:
-        raise SplitError(_too_small_message(small, need, config, scan.other_files))
-    for c in small:
-        del per_class[c]
-    if not per_class:
-        raise SplitError(f"no class of {root} has the {need} images a split with these fractions needs")
-    if len(per_class) < 2:
-        only = next(iter(per_class))
-        raise SplitError(f"only one class ({only}) is left in {root}: classification needs at least two")
-    if small:
-        warnings.append(f"left out {len(small)} class(es) too small to split: {_counts_text(small)}")
-
-    rows = _assign(per_class, config)
-    classes = sorted(per_class)
+    if from_folders:
+        rows, dropped_classes = _adopt(root, good, found, config)
+        part_names = list(found.part_folders)
+        n = max(len(rows), 1)
+        val = round(sum(r.part == "val" for r in rows) / n, 6)
+        test = round(sum(r.part == "test" for r in rows) / n, 6)
+    else:
+        rows, dropped_classes = _stratify(root, good, found, config)
+        part_names = ["train", "val"] + (["test"] if config.test > 0 else [])
+        val, test = config.val, config.test
+    classes = sorted({r.label for r in rows})
+    if dropped_classes:
+        why = "without images in every part" if from_folders else "too small to split"
+        warnings.append(f"left out {len(dropped_classes)} class(es) {why}: {_counts_text(dropped_classes)}")
 
     if duplicate_groups and not config.dedupe:
         part_of = {r.path: r.part for r in rows}
         leaking = [g for g in duplicate_groups if len({part_of.get(v.path) for v in g} - {None}) > 1]
         if leaking:
-            g = leaking[0]
-            example = " = ".join(f"{v.path} ({part_of[v.path]})" for v in g[:2] if v.path in part_of)
+            g = [v for v in leaking[0] if v.path in part_of]
+            example = " = ".join(f"{v.path} ({part_of[v.path]})" for v in g[:2])
             warnings.append(
-                f"{len(leaking)} group(s) of byte-identical files span two parts and leak between them, "
-                f"e.g. {example}: pass --dedupe to keep one of each"
+                f"{len(leaking)} group(s) of byte-identical images are in more than one of {'/'.join(part_names)} "
+                f"and leak between them, e.g. {example}, SHA-256 {g[0].sha256[:16]}...: pass --dedupe to keep "
+                + ("only the copy in the evaluation part" if from_folders else "one of each")
             )
 
     text = _csv_text(rows)
@@ -239,15 +271,20 @@ def make_split(root: str | os.PathLike[str], config: SplitConfig, progress: Prog
         "csv": manifest_path.name,
         "csv_sha256": csv_sha,
         "root": _relative_root(root, manifest_path),
+        "source": "folders" if from_folders else "split",
         "seed": config.seed,
-        "val": config.val,
-        "test": config.test,
+        "val": val,
+        "test": test,
         "classes": classes,
         "counts": counts,
         "excluded": [{"path": p, "reason": r} for p, r in sorted(excluded)],
-        "dropped_classes": dict(sorted(small.items())),
+        "skipped_links": [{"path": p, "reason": r} for p, r in found.skipped],
+        "dropped_classes": dropped_classes,
         "duplicate_groups": [[v.path for v in g] for g in duplicate_groups] if not config.dedupe else [],
+        "max_pixels": max_pixels,
     }
+    if from_folders:
+        meta["part_folders"] = found.part_folders
     sidecar = sidecar_path(manifest_path)
     # Both files are written in full before either is renamed into place, the CSV first; a reader that
     # finds a new CSV beside an old sidecar sees the hash mismatch and says to split again.
@@ -263,12 +300,131 @@ def make_split(root: str | os.PathLike[str], config: SplitConfig, progress: Prog
         rows=rows,
         classes=classes,
         seed=config.seed,
-        val=config.val,
-        test=config.test,
+        val=val,
+        test=test,
         csv_sha256=csv_sha,
         meta=meta,
     )
-    return SplitResult(manifest, sidecar, sorted(excluded), dict(sorted(small.items())), warnings)
+    return SplitResult(manifest, sidecar, sorted(excluded), dropped_classes, warnings)
+
+
+@dataclass
+class _Found:
+    """What the scan of a data folder (or of each of its parts) found, paths relative to the data folder."""
+
+    classes: list[str]
+    files: list[ImageFile]
+    other_files: dict[str, list[str]]
+    aliases: list[tuple[str, str]]
+    skipped: list[tuple[str, str]]
+    bad_names: list[str]
+    part_of: dict[str, str] = field(default_factory=dict)  # path -> part, for a pre-split dataset
+    part_folders: dict[str, str] = field(default_factory=dict)  # part -> folder name
+    part_classes: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _scan_one(root: Path) -> _Found:
+    scan = scan_folder(root)
+    return _Found(scan.classes, scan.files, scan.other_files, scan.aliases, scan.skipped, scan.bad_names)
+
+
+def _check_part_folders(root: Path, part_folders: dict[str, str] | None) -> None:
+    if not part_folders:
+        raise DatasetError(
+            f"--from-folders needs {root}/train/<class>/<image> and {root}/val/<class>/<image> "
+            "(val may be named valid or validation; test/ is optional): drop --from-folders to split "
+            f"{root}/<class>/<image> afresh"
+        )
+    if "val" not in part_folders:
+        raise DatasetError(
+            f"{root} has {', '.join(f'{n}/' for n in part_folders.values())} but no val/ (or valid/, validation/) "
+            "folder: validation drives early stopping, so add one, or move the class folders of train/ up into "
+            f"{root} and split afresh with --val"
+        )
+
+
+def _scan_parts(root: Path, part_folders: dict[str, str]) -> _Found:
+    """Scan ``root/<part>/`` for each part; links may not leave their class folder inside ``root``."""
+    found = _Found([], [], {}, [], [], [], part_folders=dict(part_folders))
+    for part in PARTS:
+        folder = part_folders.get(part)
+        if folder is None:
+            continue
+        scan = scan_folder(root / folder, fence=root)
+        found.part_classes[part] = scan.classes
+        found.files += [ImageFile(f"{folder}/{f.path}", f.label) for f in scan.files]
+        found.part_of.update({f"{folder}/{f.path}": part for f in scan.files})
+        for label, names in scan.other_files.items():
+            found.other_files.setdefault(label, []).extend(f"{folder}/{n}" for n in names)
+        found.aliases += [(f"{folder}/{a}", f"{folder}/{b}") for a, b in scan.aliases]
+        found.skipped += [(f"{folder}/{p}", r) for p, r in scan.skipped]
+        found.bad_names += [f"{folder}/{n}" for n in scan.bad_names]
+    train_classes = set(found.part_classes["train"])
+    for part, classes in found.part_classes.items():
+        missing, extra = sorted(train_classes - set(classes)), sorted(set(classes) - train_classes)
+        if missing or extra:
+            folder, train = root / part_folders[part], root / part_folders["train"]
+            what = "; ".join(
+                text
+                for text in (
+                    f"{folder} lacks {', '.join(map(repr, missing))}" if missing else "",
+                    f"{folder} has {', '.join(map(repr, extra))}, which {train} lacks" if extra else "",
+                )
+                if text
+            )
+            raise DatasetError(
+                f"the parts of {root} have different classes: {what}: every part needs the same class folders"
+            )
+    found.classes = sorted(train_classes)
+    found.files.sort(key=lambda f: f.path)
+    return found
+
+
+def _adopt(root: Path, good: list, found: _Found, config: SplitConfig) -> tuple[list[ManifestRow], dict[str, int]]:
+    """Rows keeping each image in the part its folder names; and ``{class left out: images}``.
+
+    Raises:
+        SplitError: a class has no image in some part (without ``drop_small``), or fewer than two classes remain.
+    """
+    rows = [ManifestRow(v.path, v.label, found.part_of[v.path], v.sha256, v.width, v.height, v.mode) for v in good]
+    present = {(r.label, r.part) for r in rows}
+    empty = {c: [p for p in found.part_folders if (c, p) not in present] for c in found.classes}
+    empty = {c: parts for c, parts in empty.items() if parts}
+    if empty and not config.drop_small:
+        described = ", ".join(f"{c!r} (none in {' or '.join(parts)})" for c, parts in sorted(empty.items()))
+        raise SplitError(
+            f"classes without images in every part of {root}: {described}: add images to those parts, "
+            "or pass --drop-small to leave such classes out"
+        )
+    rows = sorted((r for r in rows if r.label not in empty), key=lambda r: r.path)
+    if len({r.label for r in rows}) < 2:
+        raise SplitError(f"fewer than two classes are left in {root}: classification needs at least two")
+    return rows, {c: sum(1 for v in good if v.label == c) for c in sorted(empty)}
+
+
+def _stratify(root: Path, good: list, found: _Found, config: SplitConfig) -> tuple[list[ManifestRow], dict[str, int]]:
+    """Rows of the seeded, stratified split; and ``{class left out as too small: images}``.
+
+    Raises:
+        SplitError: classes too small for the fractions (without ``drop_small``), or fewer than two remain.
+    """
+    per_class: dict[str, list] = {c: [] for c in found.classes}
+    for v in good:
+        per_class[v.label].append(v)
+    need = min_class_size(config.val, config.test)
+    small = {
+        c: len(items) for c, items in per_class.items() if not every_part_filled(len(items), config.val, config.test)
+    }
+    if small and not config.drop_small:
+        raise SplitError(_too_small_message(small, need, config, found.other_files))
+    for c in small:
+        del per_class[c]
+    if not per_class:
+        raise SplitError(f"no class of {root} has the {need} images a split with these fractions needs")
+    if len(per_class) < 2:
+        only = next(iter(per_class))
+        raise SplitError(f"only one class ({only}) is left in {root}: classification needs at least two")
+    return _assign(per_class, config), dict(sorted(small.items()))
 
 
 def _assign(per_class: dict[str, list], config: SplitConfig) -> list[ManifestRow]:
@@ -337,6 +493,14 @@ def _too_small_message(small: dict[str, int], need: int, config: SplitConfig, ot
     )
 
 
+def _stays_inside(path: str) -> bool:
+    """Whether a manifest path names a file inside the data folder: relative, no ``..``, no drive."""
+    posix = path.replace("\\", "/")
+    if not path or posix.startswith("/") or PureWindowsPath(path).drive or "\0" in path:
+        return False
+    return ".." not in PurePosixPath(posix).parts
+
+
 def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> Manifest:
     """Read a manifest CSV and its sidecar, checking that they belong together.
 
@@ -378,6 +542,12 @@ def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | N
             rows.append(ManifestRow(p, label, part, sha, int(w), int(h), mode))
         except ValueError:
             raise DatasetError(f"{path}, line {line}: malformed row {fields}") from None
+        if not _stays_inside(p):
+            # Checked even when the hash matches: editing the sidecar's hash too is as easy as editing the CSV.
+            raise DatasetError(
+                f"{path}, line {line}: path {p!r} leads outside the data folder (absolute, or with '..'): "
+                "manifest paths are relative to the data folder; run 'resnet split' again"
+            )
     classes = list(meta["classes"])
     bad = Counter(r.part for r in rows if r.part not in PARTS) + Counter(
         r.label for r in rows if r.label not in classes
