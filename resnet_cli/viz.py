@@ -2,52 +2,120 @@
 no display needed).
 
 The curves figure is the overfitting picture: train vs validation loss and accuracy per epoch, the
-generalisation gap (validation minus training loss), the learning rate on a log scale, with the best epoch,
-learning-rate reductions and an early stop marked. Several runs share the axes, one colour per run.
+generalisation gap in loss and in accuracy, the learning rate on a log scale, with the best epoch,
+learning-rate reductions and an early stop marked. Several runs share the axes, one colour and one marker
+shape per run. The gap is honest only between validation and the eval-mode figures of a fixed train subset
+(``train_eval_loss``/``train_eval_acc``); histories without them fall back to the running train averages,
+and the panel says so.
+
+Figures the tool writes into a run folder are recorded as its own there (:func:`resnet_cli.fs.record_owned`),
+so a later ``resnet plot`` redraws them freely; ``--force`` guards only files the user made. Plotting never
+takes the run lock: it reads ``history.csv``, which training replaces atomically, so it works on a live run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import socket
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from resnet_cli.errors import ConfigError, DatasetError
-from resnet_cli.io.atomic import atomic_write_with, refuse_overwrite
-from resnet_cli.io.history import HISTORY_NAME, EpochRecord, read_history
+from resnet_cli.fs import (
+    LOCK_NAME,
+    OWNED_NAME,
+    atomic_write_with,
+    owned_files,
+    record_owned,
+    refuse_overwrite,
+    refuse_overwrite_unless_owned,
+)
+from resnet_cli.io.history import HISTORY_NAME, EpochRecord, has_honest_train, read_history
 
 METRICS = ("all", "loss", "acc", "lr")
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 _METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+_PANELS = {
+    "all": ["loss", "acc", "gap", "acc_gap", "lr"],
+    "loss": ["loss", "gap"],
+    "acc": ["acc", "acc_gap"],
+    "lr": ["lr"],
+}
+_SPLITS = ("test", "val", "train")
+# One marker shape per run, so curves that coincide stay distinguishable; "o" (hollow, large), "X" and "v"
+# are kept for the best epoch, an early stop and learning-rate reductions.
+_RUN_MARKERS = ("s", "D", "^", "P", "*", "h", "<", ">", "d", "p")
+_TRAIN_RUNNING, _TRAIN_EVAL, _VAL = "--", "-.", "-"
+_BIASED = "from running train averages (biased)"
 
 
 @dataclass
 class RunCurves:
     """What one run contributes to the figure."""
 
-    path: Path
+    path: Path  # the folder that holds history.csv
     name: str
     history: list[EpochRecord]
     best_epoch: int | None
-    stop_reason: str | None  # "completed", "early_stop", or None while training (or interrupted)
+    stop_reason: str | None = None  # "completed" or "early_stop" for a finished run of ours
+    ours: bool = False  # written by resnet train (config.json of ours, or our file record)
+    finished: bool = False  # run.json says "finished": true, covering every epoch in the history
+    planned_epochs: int | None = None  # config.json "train"."epochs"
+    training: bool | None = None  # a live `resnet train` holds the folder (None: cannot tell, another host)
+
+    @property
+    def honest_gap(self) -> bool:
+        """Whether the gap can come from the eval-mode train subset (every epoch has it)."""
+        return has_honest_train(self.history)
 
     @property
     def lr_drops(self) -> list[int]:
-        return [b.epoch for a, b in zip(self.history, self.history[1:], strict=False) if b.lr < a.lr * 0.999]
+        return [
+            b.epoch
+            for a, b in zip(self.history, self.history[1:], strict=False)
+            if a.lr is not None and b.lr is not None and b.lr < a.lr * 0.999
+        ]
+
+    @property
+    def progress(self) -> str | None:
+        """``training, epoch 3 of 30`` for an unfinished run of ours; None for a finished or foreign run."""
+        if not self.ours or self.finished:
+            return None
+        done = self.history[-1].epoch
+        of = f" of {self.planned_epochs}" if self.planned_epochs else ""
+        if self.training is True:
+            return f"training, epoch {done}{of}"
+        if self.training is False:
+            return f"stopped at epoch {done}{of}"
+        return f"not finished, epoch {done}{of}"
+
+    @property
+    def label(self) -> str:
+        """The run's name as the figure shows it, with its progress when it is not finished."""
+        return f"{self.name} ({self.progress})" if self.progress else self.name
 
 
 @dataclass
 class PlotResult:
     paths: list[Path] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # which run lacks what
+    notes: list[str] = field(default_factory=list)  # which run lacks what (informational)
+    warnings: list[str] = field(default_factory=list)  # something shown or left out that the user must know
 
     def to_dict(self) -> dict:
-        return {"paths": [str(p) for p in self.paths], "notes": self.notes}
+        return {"paths": [str(p) for p in self.paths], "notes": self.notes, "warnings": self.warnings}
 
 
 def load_run(path: str | os.PathLike[str]) -> RunCurves | None:
-    """A run's history and markers, or None when it has no finished epoch yet."""
+    """A run's history and markers, or None when it has no finished epoch yet.
+
+    Raises:
+        DatasetError: the path does not exist, or its history is malformed.
+    """
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"run folder {path} does not exist")
@@ -58,14 +126,25 @@ def load_run(path: str | os.PathLike[str]) -> RunCurves | None:
     if not history:
         return None
     folder = history_file.parent
-    summary = {}
-    if (folder / "run.json").is_file():
-        try:
-            summary = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        except ValueError:
-            summary = {}
-    best = min(history, key=lambda r: r.val_loss).epoch
-    return RunCurves(folder, folder.name, history, summary.get("best_epoch", best), summary.get("stop_reason"))
+    config = _read_json(folder / "config.json")
+    ours = _is_our_config(config) or (folder / OWNED_NAME).is_file()
+    summary = _read_json(folder / "run.json") if ours else {}
+    epochs_run = summary.get("epochs_run")
+    # A finished run extended with --resume --epochs N keeps its old run.json until the new end.
+    finished = summary.get("finished") is True and not (isinstance(epochs_run, int) and epochs_run < len(history))
+    best = min(history, key=lambda r: r.val_loss if math.isfinite(r.val_loss) else math.inf).epoch
+    planned = config.get("train", {}).get("epochs") if ours else None
+    return RunCurves(
+        path=folder,
+        name=folder.name,
+        history=history,
+        best_epoch=int(summary.get("best_epoch", best)) if finished else best,
+        stop_reason=summary.get("stop_reason") if finished else None,
+        ours=ours,
+        finished=finished,
+        planned_epochs=planned if isinstance(planned, int) and planned > 0 else None,
+        training=None if not ours or finished else _training_now(folder),
+    )
 
 
 def plot_runs(
@@ -74,13 +153,16 @@ def plot_runs(
     metric: str = "all",
     force: bool = False,
 ) -> PlotResult:
-    """Draw the learning curves of ``runs`` (overlaid) and each run's confusion matrix when it has an eval report,
-    all into the first run's folder (or ``out``'s).
+    """Draw the learning curves of ``runs`` (overlaid when several) and, for a single run, its confusion matrix
+    from its eval report when that report still matches the weights.
+
+    One run: ``RUN/curves.png`` (or ``out``) and ``RUN/confusion-<split>.<fmt>``. Several runs: only the
+    comparison, ``curves-compare.png`` in the current folder (or ``out``); no run's folder is touched.
 
     Raises:
         ConfigError: bad metric or output extension.
         DatasetError: no run has a history.
-        OutputExistsError: a figure exists and ``force`` is false.
+        OutputExistsError: a figure the user made exists and ``force`` is false.
     """
     if metric not in METRICS:
         raise ConfigError(f"unknown --metric {metric!r}: choose one of {', '.join(METRICS)}")
@@ -92,170 +174,369 @@ def plot_runs(
         curves = load_run(run)
         if curves is None:
             result.notes.append(f"{run} has no finished epoch yet (no {HISTORY_NAME}): left out of the curves")
-        else:
-            if curves.stop_reason is None:
-                result.notes.append(
-                    f"{run} is still training or was interrupted: curves show {len(curves.history)} epoch(s)"
-                )
-            loaded.append(curves)
+            continue
+        if curves.progress:
+            result.notes.append(f"{curves.path}: {curves.progress} (the figure says so)")
+        loaded.append(curves)
     if not loaded:
         raise DatasetError(f"nothing to plot: none of {', '.join(map(str, runs))} has finished an epoch")
     _unique_names(loaded)
 
-    first = Path(runs[0]) if Path(runs[0]).is_dir() else Path(runs[0]).parent
-    target = Path(out) if out else first / ("curves.png" if len(runs) == 1 else "curves-compare.png")
+    compare = len(runs) > 1
+    default = Path("curves-compare.png") if compare else loaded[0].path / "curves.png"
+    target = Path(out) if out else default
     fmt = FORMATS.get(target.suffix.lower())
     if fmt is None:
         raise ConfigError(f"cannot write {target}: use a .png, .svg or .pdf file name")
-    jobs = [(target, fmt, lambda: curves_figure(loaded, metric))]
-    for curves in loaded:
-        report = _eval_report(curves.path)
-        if report is None:
-            result.notes.append(
-                f"{curves.path} has no eval report: no confusion matrix (run 'resnet eval {curves.path}')"
-            )
-            continue
-        split, doc = report
-        # Everything goes beside the curves: one run's figure is confusion-<split>; with several runs each
-        # figure carries its run's name, so a comparison never touches another run's folder.
-        name = f"confusion-{split}" if len(loaded) == 1 else f"confusion-{_slug(curves.name)}-{split}"
-        path = target.parent / f"{name}.{fmt}"
-        jobs.append(
-            (path, fmt, lambda doc=doc, name=curves.name, split=split: confusion_figure(doc, f"{name}: {split}"))
-        )
-    for path, _, _ in jobs:
-        refuse_overwrite(path, force, "figure")
-    for path, fmt_, make in jobs:
+    jobs: list[tuple[Path, Any]] = [(target, lambda: curves_figure(loaded, metric))]
+    stale: list[str] = []  # stems of confusion figures whose eval report no longer matches the weights
+    if not compare:
+        jobs += _confusion_jobs(loaded[0], fmt, result, stale)
+
+    run_folders = {c.path.resolve() for c in loaded}
+    for path, _ in jobs:
+        if path.parent.resolve() in run_folders:
+            refuse_overwrite_unless_owned(path, force, "figure")
+        else:
+            refuse_overwrite(path, force, "figure")
+    for stem in stale:  # only once every check has passed
+        removed = _remove_owned_figures(loaded[0].path, stem)
+        if removed:
+            result.notes.append(f"removed the out-of-date {', '.join(removed)} from {loaded[0].path}")
+    for path, make in jobs:
         figure = make()
         atomic_write_with(
-            path, lambda handle, figure=figure, fmt_=fmt_: figure.savefig(handle, format=fmt_, metadata=_METADATA[fmt_])
+            path, lambda handle, figure=figure: figure.savefig(handle, format=fmt, metadata=_METADATA[fmt])
         )
+        if path.parent.resolve() in run_folders:
+            record_owned(path.parent, [path.name])
         result.paths.append(path)
     return result
 
 
-def curves_figure(runs: list[RunCurves], metric: str = "all"):
-    from matplotlib.figure import Figure
+def _confusion_jobs(run: RunCurves, fmt: str, result: PlotResult, stale: list[str]) -> list[tuple[Path, Any]]:
+    """The confusion matrix of the first eval report of ``run`` that still matches its weights; the figure stems
+    of stale reports go into ``stale``."""
+    for split in _SPLITS:
+        report_path = run.path / f"eval-{split}.json"
+        if not report_path.is_file():
+            continue
+        doc = _read_json(report_path)
+        if not isinstance(doc.get("confusion_matrix"), list) or not isinstance(doc.get("classes"), list):
+            result.warnings.append(f"{report_path} is not a readable eval report: run 'resnet eval' again")
+            continue
+        reason = _stale_reason(report_path, doc)
+        if reason:
+            stale.append(f"confusion-{split}")
+            again = f"resnet eval {run.path}" + ("" if split == "test" else f" --split {split}")
+            result.warnings.append(
+                f"{report_path} is stale: {reason}; no confusion matrix from it; run '{again}' again"
+            )
+            continue
+        path = run.path / f"confusion-{split}.{fmt}"
+        return [(path, lambda doc=doc, split=split: confusion_figure(doc, f"{run.name}: {split}"))]
+    if not stale and run.ours:
+        when = " once training has finished" if run.training else ""
+        result.notes.append(f"{run.path} has no eval report: no confusion matrix (run 'resnet eval {run.path}'{when})")
+    return []
 
-    panels = {"all": ["loss", "acc", "gap", "lr"], "loss": ["loss", "gap"], "acc": ["acc"], "lr": ["lr"]}[metric]
+
+def _stale_reason(report_path: Path, doc: dict) -> str | None:
+    """Why an eval report no longer describes the weights beside it, or None when it still does.
+
+    ``resnet eval`` writes the report beside the weights it evaluated, so the file to compare is the one with
+    the recorded name in the report's folder (which also holds when the whole run folder was moved).
+    """
+    weights, expected = doc.get("weights"), doc.get("weights_sha256")
+    if not isinstance(weights, str) or not isinstance(expected, str):
+        return None  # an older report without the fingerprint: nothing to compare
+    current = report_path.parent / Path(weights).name
+    if not current.is_file():
+        return f"{current.name} is gone"
+    from resnet_cli.io.weights import file_sha256  # deferred: it pulls in torch
+
+    if file_sha256(current) != expected:
+        return f"{current.name} changed since"
+    return None
+
+
+def _remove_owned_figures(folder: Path, stem: str) -> list[str]:
+    """Delete the tool's own figures named ``stem.<fmt>`` in ``folder`` (never a file the user made)."""
+    removed = []
+    owned = owned_files(folder)
+    for suffix in FORMATS:
+        path = folder / f"{stem}{suffix}"
+        if path.name in owned and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.name)
+    return removed
+
+
+# -- the curves figure -----------------------------------------------------------------------------------------
+
+
+def curves_figure(runs: list[RunCurves], metric: str = "all"):
+    """The learning-curves ``Figure`` of ``runs``: panels by ``metric``, one legend for the whole figure."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    panels = _PANELS[metric]
     cols = 2 if len(panels) > 1 else 1
-    rows = (len(panels) + 1) // 2 if len(panels) > 1 else 1
-    figure = Figure(figsize=(6.5 * cols, 4.2 * rows), dpi=100, layout="constrained")
+    rows = -(-len(panels) // cols)
+    figure = Figure(figsize=(6.5 * cols, 4.0 * rows + 0.8), dpi=100, layout="constrained")
     axes = figure.subplots(rows, cols, squeeze=False).ravel()
-    colours = [f"C{i}" for i in range(10)]
+    first = min(r.history[0].epoch for r in runs)
+    last = max(r.history[-1].epoch for r in runs)
     for ax, panel in zip(axes, panels, strict=False):
         for i, run in enumerate(runs):
-            _draw(ax, panel, run, colours[i % len(colours)])
+            _draw(ax, panel, run, i, len(runs))
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
-        if panel == "loss":
-            ax.set_yscale("log")
-            series = [[r.train_loss for r in run.history] for run in runs]
-            series += [[r.val_loss for r in run.history] for run in runs]
-            _robust_limits(ax, series, log=True)
-        elif panel == "gap":
-            _robust_limits(ax, [[r.val_loss - r.train_loss for r in run.history] for run in runs])
+        # Epochs are whole numbers; a short run would otherwise get ticks at 1.25, 1.5, ...
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        if last - first < 2:
+            ax.set_xlim(first - 0.5, last + 0.5)
+        _finish_panel(ax, panel, runs)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    title = " vs ".join(r.name for r in runs)
-    figure.suptitle(f"learning curves: {title}", fontsize=13)
-    figure.legend(
-        handles=_legend_handles(runs, colours), loc="outside lower center", ncols=min(6, len(runs) + 5), fontsize=9
-    )
+    figure.suptitle(f"learning curves: {' vs '.join(r.label for r in runs)}", fontsize=13)
+    handles = _legend_handles(runs, panels)
+    figure.legend(handles=handles, loc="outside lower center", ncols=min(4, len(handles)), fontsize=9)
     return figure
 
 
-def _legend_handles(runs: list[RunCurves], colours: list[str]) -> list:
-    """One entry per run (its colour) and one per line style, instead of a legend per panel."""
-    from matplotlib.lines import Line2D
-
-    handles = [
-        Line2D([], [], color=colours[i % len(colours)], linewidth=3, label=run.name) for i, run in enumerate(runs)
-    ]
-    handles += [
-        Line2D([], [], color="black", linestyle="--", label="train"),
-        Line2D([], [], color="black", linestyle="-", label="validation"),
-        Line2D(
-            [],
-            [],
-            color="black",
-            marker="o",
-            linestyle="",
-            markerfacecolor="none",
-            markeredgewidth=2,
-            label="best epoch",
-        ),
-        Line2D([], [], color="black", linestyle=":", label="learning-rate reduction"),
-    ]
-    if any(r.stop_reason == "early_stop" for r in runs):
-        handles.append(Line2D([], [], color="black", marker="X", linestyle="", label="early stop"))
-    return handles
-
-
-def _robust_limits(ax, series: list[list[float]], log: bool = False) -> None:
-    """Keep a huge first-epoch value from flattening every later curve: limits come from epoch 2 on."""
-    values = [v for s in series for v in (s[1:] if len(s) > 3 else s)]
-    if not values:
-        return
-    lo, hi = min(values), max(values)
-    if log:
-        lo = max(lo, 1e-4)
-        ax.set_ylim(lo / 1.5, hi * 1.5)
-    else:
-        pad = 0.1 * (hi - lo or abs(hi) or 1.0)
-        ax.set_ylim(lo - pad, hi + pad)
-
-
-def _draw(ax, panel: str, run: RunCurves, colour: str) -> None:
-    epochs = [r.epoch for r in run.history]
-    name = run.name
+def _series(run: RunCurves, panel: str) -> list[tuple[str, list[float | None]]]:
+    """(line style, values per epoch) of what ``run`` draws in ``panel``."""
+    h = run.history
     if panel == "loss":
-        ax.plot(epochs, [r.train_loss for r in run.history], "--", color=colour, label=f"{name} train")
-        ax.plot(epochs, [r.val_loss for r in run.history], "-", color=colour, label=f"{name} val")
-        ax.set_title("loss (log scale)")
-        ax.set_ylabel("cross-entropy")
-        _markers(ax, run, [r.val_loss for r in run.history], colour)
-    elif panel == "acc":
-        ax.plot(epochs, [100 * r.train_acc for r in run.history], "--", color=colour, label=f"{name} train")
-        ax.plot(epochs, [100 * r.val_acc for r in run.history], "-", color=colour, label=f"{name} val")
-        ax.set_title("accuracy")
-        ax.set_ylabel("accuracy (%)")
-        _markers(ax, run, [100 * r.val_acc for r in run.history], colour)
-    elif panel == "gap":
-        gap = [r.val_loss - r.train_loss for r in run.history]
-        ax.plot(epochs, gap, "-", color=colour, label=f"{name} val - train")
-        ax.axhline(0.0, color="grey", linewidth=0.8)
-        ax.set_title("generalisation gap (validation minus training loss)")
-        ax.set_ylabel("loss difference")
-    elif panel == "lr":
-        ax.plot(epochs, [r.lr for r in run.history], "-", color=colour, drawstyle="steps-post", label=f"{name} lr")
-        ax.set_yscale("log")
-        ax.set_title("learning rate (log scale; triangles: reductions)")
-        ax.set_ylabel("learning rate")
-        drops = run.lr_drops
-        if drops:
-            by_epoch = {r.epoch: r.lr for r in run.history}
-            ax.plot(drops, [by_epoch[e] for e in drops], "v", color=colour, markersize=7)
+        out = [(_TRAIN_RUNNING, [r.train_loss for r in h])]
+        if any(r.train_eval_loss is not None for r in h):
+            out.append((_TRAIN_EVAL, [r.train_eval_loss for r in h]))
+        return [*out, (_VAL, [r.val_loss for r in h])]
+    if panel == "acc":
+        out = [(_TRAIN_RUNNING, [100 * r.train_acc for r in h])]
+        if any(r.train_eval_acc is not None for r in h):
+            out.append((_TRAIN_EVAL, [None if r.train_eval_acc is None else 100 * r.train_eval_acc for r in h]))
+        return [*out, (_VAL, [100 * r.val_acc for r in h])]
+    if panel == "gap":
+        honest = run.honest_gap
+        return [("-", [r.val_loss - (r.train_eval_loss if honest else r.train_loss) for r in h])]  # type: ignore[operator]
+    if panel == "acc_gap":
+        honest = run.honest_gap
+        return [("-", [100 * ((r.train_eval_acc if honest else r.train_acc) - r.val_acc) for r in h])]  # type: ignore[operator]
+    return [("-", [r.lr for r in h])]
 
 
-def _markers(ax, run: RunCurves, values: list[float], colour: str) -> None:
+def _draw(ax, panel: str, run: RunCurves, index: int, count: int) -> None:
+    colour = f"C{index % 10}"
+    marker = _RUN_MARKERS[index % len(_RUN_MARKERS)]
+    epochs = [r.epoch for r in run.history]
+    every = max(1, len(epochs) // 40)  # a marker on every epoch of a short run, not a smear on a long one
+    for style, values in _series(run, panel):
+        ys = [math.nan if v is None else v for v in values]
+        if panel == "lr":
+            if all(v is None for v in values):
+                continue
+            # Runs with the same schedule draw the same line: nest them, earlier runs wider, so all stay visible.
+            width = 1.5 + 1.5 * min(count - 1 - index, 5)
+            ax.plot(
+                epochs,
+                ys,
+                style,
+                color=colour,
+                linewidth=width,
+                drawstyle="steps-post",
+                marker=marker,
+                markersize=4 + min(count - 1 - index, 5),
+                markevery=every,
+                label=f"{run.name} lr",
+                zorder=2 + index,
+            )
+        else:
+            ax.plot(
+                epochs,
+                ys,
+                style,
+                color=colour,
+                marker=marker,
+                markersize=4,
+                markevery=every,
+                label=f"{run.name} {panel} {style}",
+                zorder=2 + index,
+            )
+    if panel in ("loss", "acc"):
+        _markers(ax, run, _series(run, panel)[-1][1], colour)
+    elif panel == "lr" and run.lr_drops:
+        by_epoch = {r.epoch: r.lr for r in run.history}
+        ax.plot(
+            run.lr_drops,
+            [by_epoch[e] for e in run.lr_drops],
+            "v",
+            color=colour,
+            markersize=8,
+            label=f"_{run.name} lr reductions",
+            zorder=10,
+        )
+
+
+def _markers(ax, run: RunCurves, values: list[float | None], colour: str) -> None:
     by_epoch = dict(zip([r.epoch for r in run.history], values, strict=True))
-    if run.best_epoch in by_epoch:
+    if by_epoch.get(run.best_epoch) is not None:
         ax.plot(
             [run.best_epoch],
             [by_epoch[run.best_epoch]],
             "o",
             color=colour,
-            markersize=8,
+            markersize=9,
             markerfacecolor="none",
             markeredgewidth=2,
-            label=f"{run.name} best epoch",
+            label=f"_{run.name} best epoch",
+            zorder=10,
         )
     for epoch in run.lr_drops:
-        ax.axvline(epoch, color=colour, linestyle=":", linewidth=1, alpha=0.7)
+        ax.axvline(epoch, color=colour, linestyle=":", linewidth=1, alpha=0.7, label=f"_{run.name} lr reduction")
     if run.stop_reason == "early_stop":
         last = run.history[-1].epoch
-        ax.plot([last], [by_epoch[last]], "X", color=colour, markersize=9, label=f"{run.name} early stop")
+        ax.plot([last], [by_epoch[last]], "X", color=colour, markersize=10, label=f"_{run.name} early stop", zorder=10)
+
+
+def _finish_panel(ax, panel: str, runs: list[RunCurves]) -> None:
+    """Titles, scales and limits that hold for the whole panel, over all runs."""
+    series = [values for run in runs for _, values in _series(run, panel)]
+    if panel == "loss":
+        ax.set_title("loss (log scale)")
+        ax.set_ylabel("cross-entropy")
+        ax.set_yscale("log")
+        _plain_log_labels(ax)
+        _set_ylim(ax, series, log=True)
+    elif panel == "acc":
+        ax.set_title("accuracy")
+        ax.set_ylabel("accuracy (%)")  # bounded: every value stays in view, the first epoch's included
+    elif panel in ("gap", "acc_gap"):
+        what = "validation minus train loss" if panel == "gap" else "train minus validation accuracy"
+        ax.set_title(f"generalisation gap: {what}\n{_gap_source(runs)}", fontsize=10)
+        ax.set_ylabel("loss difference" if panel == "gap" else "accuracy difference (points)")
+        # The sign is the message (above zero: overfitting), so zero is always in view, drawn plainly.
+        ax.axhline(0.0, color="black", linewidth=1.2, alpha=0.8, zorder=1.5, label="_zero")
+        _set_ylim(ax, series, include_zero=True)
+    elif panel == "lr":
+        ax.set_title("learning rate (log scale; triangles: reductions)")
+        ax.set_ylabel("learning rate")
+        if any(r.lr is not None for run in runs for r in run.history):
+            ax.set_yscale("log")
+            _plain_log_labels(ax)
+        else:
+            ax.text(0.5, 0.5, "no learning rate recorded", ha="center", va="center", transform=ax.transAxes)
+
+
+def _gap_source(runs: list[RunCurves]) -> str:
+    honest = [r for r in runs if r.honest_gap]
+    if len(honest) == len(runs):
+        return "train measured in eval mode on a fixed train subset, as validation is"
+    if not honest:
+        return _BIASED
+    return f"{', '.join(r.name for r in runs if not r.honest_gap)}: {_BIASED}; others: eval-mode train subset"
+
+
+def _set_ylim(ax, series: list[list[float | None]], log: bool = False, include_zero: bool = False) -> None:
+    limits = robust_limits(series, log=log, include_zero=include_zero)
+    if limits is None:
+        return
+    ax.set_ylim(*limits)
+    lo, hi = limits
+    if any(v is not None and math.isfinite(v) and not lo <= v <= hi for s in series for v in s):
+        ax.text(
+            0.99,
+            0.98,
+            "outliers beyond the axis left out of view",
+            transform=ax.transAxes,
+            ha="right",
+            va="top",
+            fontsize=8,
+            color="0.35",
+        )
+
+
+def robust_limits(
+    series: list[list[float | None]], log: bool = False, include_zero: bool = False
+) -> tuple[float, float] | None:
+    """Axis limits for all ``series`` of a panel together, so one run's outlier does not flatten the others.
+
+    The quartiles are pooled over every run's values; values beyond Tukey's far-out fences (3 interquartile
+    ranges past the quartiles), typically a first epoch, are left out of view. ``log`` works in decades;
+    ``include_zero`` keeps 0 in view.
+    """
+    values = [v for s in series for v in s if v is not None and math.isfinite(v) and (v > 0 or not log)]
+    if not values:
+        return None
+    xs = sorted(math.log10(v) for v in values) if log else sorted(values)
+    lo, hi = xs[0], xs[-1]
+    if len(xs) >= 6:  # fewer values give no quartiles worth the name
+        q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+        iqr = q3 - q1
+        if iqr > 0:
+            lo, hi = max(lo, q1 - 3 * iqr), min(hi, q3 + 3 * iqr)
+    if include_zero:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    span = hi - lo or (0.2 if log else abs(hi) * 0.2 or 1.0)
+    lo, hi = lo - 0.08 * span, hi + 0.08 * span
+    return (10**lo, 10**hi) if log else (lo, hi)
+
+
+def _plain_log_labels(ax) -> None:
+    """Decimal labels (0.6, 0.001) on a log axis instead of matplotlib's 6×10⁻¹; the formatter still decides
+    which minor ticks get one."""
+    from matplotlib.ticker import LogFormatter
+
+    class PlainLogFormatter(LogFormatter):
+        def __call__(self, x, pos=None):
+            return plain_number(x) if super().__call__(x, pos) else ""
+
+    ax.yaxis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+
+
+def plain_number(x: float) -> str:
+    """``0.6``, ``0.0001``, ``2000``: six significant digits, never scientific notation."""
+    import numpy as np
+
+    return np.format_float_positional(float(f"{x:.6g}"), trim="-")
+
+
+def _legend_handles(runs: list[RunCurves], panels: list[str]) -> list:
+    """One entry per run (its colour, marker and progress) and one per line style, instead of a legend per panel."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], color=f"C{i % 10}", linewidth=3, marker=_RUN_MARKERS[i % len(_RUN_MARKERS)], label=run.label)
+        for i, run in enumerate(runs)
+    ]
+    if {"loss", "acc"} & set(panels):
+        handles.append(Line2D([], [], color="black", linestyle=_TRAIN_RUNNING, label="train (running average)"))
+        if any(r.train_eval_loss is not None for run in runs for r in run.history):
+            handles.append(Line2D([], [], color="black", linestyle=_TRAIN_EVAL, label="train (eval mode, subset)"))
+        handles.append(Line2D([], [], color="black", linestyle=_VAL, label="validation"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="black",
+                marker="o",
+                linestyle="",
+                markerfacecolor="none",
+                markeredgewidth=2,
+                label="best epoch",
+            )
+        )
+    if any(r.lr_drops for r in runs):
+        handles.append(Line2D([], [], color="black", linestyle=":", label="learning-rate reduction"))
+    if any(r.stop_reason == "early_stop" for r in runs):
+        handles.append(Line2D([], [], color="black", marker="X", linestyle="", label="early stop"))
+    return handles
+
+
+# -- the confusion matrix --------------------------------------------------------------------------------------
 
 
 def confusion_figure(report: dict, title: str):
@@ -290,19 +571,45 @@ def confusion_figure(report: dict, title: str):
     return figure
 
 
-def _eval_report(folder: Path) -> tuple[str, dict] | None:
-    for split in ("test", "val", "train"):
-        path = folder / f"eval-{split}.json"
-        if path.is_file():
-            try:
-                return split, json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                continue
-    return None
+# -- reading a run folder --------------------------------------------------------------------------------------
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_") or "run"
+def _read_json(path: Path) -> dict:
+    """A JSON object from ``path``, or {} when it is missing, unreadable or not an object."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _is_our_config(config: dict) -> bool:
+    """Whether a config.json is the one `resnet train` writes (a model trained elsewhere brings none)."""
+    return isinstance(config.get("train"), dict) and isinstance(config.get("model"), dict)
+
+
+def _training_now(folder: Path) -> bool | None:
+    """Whether a live `resnet train` holds ``folder``'s lock, read from the lock file without taking the lock.
+
+    True: its holder is a training command whose process is alive on this host. False: no lock, a stale lock
+    from a dead process, or another command holds it (then no training can be running). None: the holder is
+    on another host, whose processes cannot be checked from here.
+    """
+    holder = _read_json(folder / LOCK_NAME)
+    if not holder:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return None
+    command, pid = str(holder.get("command", "")), holder.get("pid")
+    if not isinstance(pid, int) or not command.startswith(("train", "study")):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # it exists, owned by someone else
+    return True
 
 
 def _unique_names(runs: list[RunCurves]) -> None:

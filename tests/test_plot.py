@@ -14,17 +14,40 @@ from resnet_cli.io.history import EpochRecord, write_history
 from tests.conftest import run_cli
 
 
-def fake_history(folder: Path, epochs: int, drop_at: int | None = None, seed: int = 0) -> Path:
-    """A history file with plausible curves (the plot only reads history.csv and run.json)."""
+def fake_history(
+    folder: Path, epochs: int, drop_at: int | None = None, seed: int = 0, eval_mode: bool = False, lr: bool = True
+) -> Path:
+    """A history file with plausible curves (the plot only reads history.csv and, for our runs, the JSON files)."""
     rng = np.random.default_rng(seed)
     records = []
     for e in range(1, epochs + 1):
-        lr = 1e-3 if drop_at is None or e < drop_at else 1e-4
+        rate = 1e-3 if drop_at is None or e < drop_at else 1e-4
         train = 2.0 / e + 0.02 * rng.random()
         val = 2.0 / e + 0.05 * e / epochs + 0.02 * rng.random()
-        records.append(EpochRecord(e, train, 1 - train / 3, val, 1 - val / 3, lr, 1.0, 100.0))
+        extra = (0.8 * train, 1 - 0.8 * train / 3) if eval_mode else (None, None)
+        records.append(EpochRecord(e, train, 1 - train / 3, val, 1 - val / 3, rate if lr else None, 1.0, 100.0, *extra))
     folder.mkdir(parents=True, exist_ok=True)
     write_history(folder / "history.csv", records)
+    return folder
+
+
+def our_run(folder: Path, epochs: int, planned: int, finished: bool = False, **kwargs) -> Path:
+    """A run folder as `resnet train` leaves it: history.csv, config.json and, once finished, run.json."""
+    fake_history(folder, epochs, **kwargs)
+    config = {"train": {"arch": "18", "epochs": planned}, "model": {"arch": "resnet18", "num_classes": 10}}
+    (folder / "config.json").write_text(json.dumps(config))
+    if finished:
+        summary = {"epochs_run": epochs, "best_epoch": epochs, "stop_reason": "completed", "finished": True}
+        (folder / "run.json").write_text(json.dumps(summary))
+    return folder
+
+
+def foreign_run(folder: Path, epochs: int) -> Path:
+    """A history from elsewhere: only the required columns, none of our files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["epoch,train_loss,train_acc,val_loss,val_acc"]
+    rows += [f"{e},{1.5 / e:.4f},{0.5 + e / 50:.4f},{1.6 / e:.4f},{0.48 + e / 50:.4f}" for e in range(1, epochs + 1)]
+    (folder / "history.csv").write_text("\n".join(rows) + "\n")
     return folder
 
 
@@ -47,6 +70,7 @@ def test_curves_of_a_real_run(trained_run, tmp_path):
         assert image.width >= 1000 and image.height >= 700
     assert coloured_pixels(path) > 2000
     assert "no eval report" in proc.stderr  # says what it lacks
+    assert "curves.png" in json.loads((run / ".resnet-files.json").read_text())["files"]
 
 
 def test_empty_axes_are_not_enough():
@@ -64,14 +88,17 @@ def test_empty_axes_are_not_enough():
     assert int(((rgb.max(axis=2) - rgb.min(axis=2)) > 60).sum()) < 50
 
 
-def test_overlay_of_two_runs_and_formats(tmp_path):
+def test_overlay_of_two_runs_and_formats(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
     a = fake_history(tmp_path / "r34", 12, drop_at=8, seed=1)
     b = fake_history(tmp_path / "r50", 9, seed=2)
     (b / "run.json").write_text(json.dumps({"stop_reason": "early_stop", "best_epoch": 6}))
     proc = run_cli("plot", a, b)
     assert proc.returncode == 0, proc.stderr
-    overlay = a / "curves-compare.png"
-    assert proc.stdout.strip() == str(overlay)
+    assert proc.stdout.strip() == "curves-compare.png"
+    overlay = work / "curves-compare.png"
     single = fake_history(tmp_path / "solo", 12, drop_at=8, seed=1)
     assert run_cli("plot", single).returncode == 0
     # Two runs draw more coloured curve pixels than one.
@@ -84,26 +111,172 @@ def test_overlay_of_two_runs_and_formats(tmp_path):
         assert (b"<svg" in head or b"<?xml" in head) if suffix == ".svg" else head.startswith(b"%PDF")
 
 
-def test_partial_run_and_run_without_history(tmp_path):
-    partial = fake_history(tmp_path / "training", 3)
+def test_comparison_goes_where_out_says_and_leaves_the_runs_alone(tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    a = our_run(tmp_path / "a", 5, 5, finished=True)
+    b = our_run(tmp_path / "b", 4, 4, finished=True)
+    weights = a / "best.pt"
+    weights.write_bytes(b"weights of run a")
+    (a / "eval-test.json").write_text(json.dumps(_eval_doc(weights)))
+    before = {p: sorted(x.name for x in p.iterdir()) for p in (a, b)}
+
+    proc = run_cli("plot", a, b)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["curves-compare.png"]
+    assert sorted(x.name for x in work.iterdir()) == ["curves-compare.png"]  # no single-run figure copied here
+    assert {p: sorted(x.name for x in p.iterdir()) for p in (a, b)} == before  # no run folder touched
+
+    out = tmp_path / "figs" / "ab.svg"
+    proc = run_cli("plot", a, b, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(out)]
+    assert sorted(x.name for x in out.parent.iterdir()) == ["ab.svg"]
+    # A comparison outside any run folder is the user's file: redrawing it needs --force.
+    again = run_cli("plot", a, b)
+    assert again.returncode == 2 and "--force" in again.stderr
+    assert run_cli("plot", a, b, "--force").returncode == 0
+
+
+def test_partial_run_and_run_without_history(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    partial = our_run(tmp_path / "training", 3, 30)
     empty = tmp_path / "fresh"
     empty.mkdir()
     proc = run_cli("plot", partial, empty)
     assert proc.returncode == 0, proc.stderr
-    assert "still training" in proc.stderr and "has no finished epoch" in proc.stderr
+    assert "stopped at epoch 3 of 30" in proc.stderr and "has no finished epoch" in proc.stderr
     nothing = run_cli("plot", empty, "--out", tmp_path / "x.png")
     assert nothing.returncode == 2 and "nothing to plot" in nothing.stderr
 
 
-def test_refuses_overwrite_and_bad_options(tmp_path):
-    run = fake_history(tmp_path / "r", 4)
-    assert run_cli("plot", run).returncode == 0
+def test_figures_of_a_run_are_redrawn_without_force_user_files_are_not(tmp_path):
+    run = our_run(tmp_path / "r", 4, 10)
+    first = run_cli("plot", run)
+    assert first.returncode == 0, first.stderr
+    our_run(tmp_path / "r", 5, 10)  # one more epoch since
     again = run_cli("plot", run)
-    assert again.returncode == 2 and "--force" in again.stderr
-    assert run_cli("plot", run, "--force").returncode == 0
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == [str(run / "curves.png")]
+    # --out inside the run folder is a figure the tool derived too.
+    assert run_cli("plot", run, "--out", run / "loss.svg", "--metric", "loss").returncode == 0
+    assert run_cli("plot", run, "--out", run / "loss.svg", "--metric", "loss").returncode == 0
+
+    mine = fake_history(tmp_path / "mine", 4)
+    (mine / "curves.png").write_bytes(b"a figure I drew myself")
+    refused = run_cli("plot", mine)
+    assert refused.returncode == 2 and "--force" in refused.stderr and str(mine / "curves.png") in refused.stderr
+    assert (mine / "curves.png").read_bytes() == b"a figure I drew myself"
+    assert run_cli("plot", mine, "--force").returncode == 0
+    assert Image.open(mine / "curves.png").format == "PNG"
+
+
+def test_plot_works_while_training_holds_the_run(tmp_path):
+    from resnet_cli.fs import run_lock
+
+    run = our_run(tmp_path / "live", 3, 30)
+    with run_lock(run, "train"):
+        first = run_cli("plot", run)
+        assert first.returncode == 0, first.stderr
+        assert "training, epoch 3 of 30" in first.stderr
+        assert "once training has finished" in first.stderr
+        our_run(tmp_path / "live", 4, 30)
+        second = run_cli("plot", run)
+        assert second.returncode == 0, second.stderr
+        assert "training, epoch 4 of 30" in second.stderr
+
+
+def test_foreign_history_gets_no_false_notes(tmp_path):
+    run = foreign_run(tmp_path / "keras-run", 6)
+    proc = run_cli("plot", run)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(run / "curves.png")]
+    for false_claim in ("training", "interrupted", "stopped", "resnet eval"):
+        assert false_claim not in proc.stderr
+
+
+def test_quiet_keeps_warnings_only_and_json_keeps_stderr(tmp_path):
+    run = our_run(tmp_path / "r", 3, 30)  # stopped early, no eval report: two notes
+    quiet = run_cli("plot", run, "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    loud = run_cli("plot", run, "--json")
+    assert loud.returncode == 0
+    doc = json.loads(loud.stdout)
+    assert doc["paths"] == [str(run / "curves.png")] and doc["warnings"] == []
+    assert any("stopped at epoch 3 of 30" in n for n in doc["notes"])
+    assert "stopped at epoch 3 of 30" in loud.stderr  # --json changes stdout only
+
+
+def _eval_doc(weights: Path) -> dict:
+    from resnet_cli.io.weights import file_sha256
+
+    return {
+        "weights": str(weights),
+        "weights_sha256": file_sha256(weights),
+        "split": "test",
+        "classes": ["cat", "dog"],
+        "confusion_matrix": [[5, 1], [2, 4]],
+        "top1": 0.75,
+    }
+
+
+def test_stale_eval_report_draws_no_confusion_matrix(tmp_path):
+    run = our_run(tmp_path / "r", 4, 4, finished=True)
+    weights = run / "best.pt"
+    weights.write_bytes(b"the best weights of epoch 4")
+    (run / "eval-test.json").write_text(json.dumps(_eval_doc(weights)))
+    fresh = run_cli("plot", run)
+    assert fresh.returncode == 0, fresh.stderr
+    confusion = run / "confusion-test.png"
+    assert fresh.stdout.splitlines() == [str(run / "curves.png"), str(confusion)]
+    assert "stale" not in fresh.stderr
+
+    weights.write_bytes(b"the best weights of epoch 9, after train --resume --epochs 10")
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"my own figure")
+    refused = run_cli("plot", run, "--out", mine)
+    assert refused.returncode == 2 and confusion.exists()  # nothing removed before every check has passed
+    stale = run_cli("plot", run, "--quiet")
+    assert stale.returncode == 0, stale.stderr
+    assert stale.stdout.splitlines() == [str(run / "curves.png")]
+    assert "warning:" in stale.stderr and "eval-test.json is stale: best.pt changed since" in stale.stderr
+    assert f"resnet eval {run}" in stale.stderr
+    assert not confusion.exists()  # the out-of-date figure the tool drew is gone, not left looking current
+
+    weights.unlink()
+    gone = run_cli("plot", run)
+    assert gone.returncode == 0 and "best.pt is gone" in gone.stderr
+    assert not confusion.exists()
+
+
+def test_metric_completion_and_examples_one_per_line():
+    from typer.main import get_command
+
+    from resnet_cli.cli.app import app
+
+    command = get_command(app).commands["plot"]
+    metric = next(p for p in command.params if p.name == "metric")
+    context = command.make_context("plot", ["run"], resilient_parsing=True)
+    assert [c.value for c in metric.shell_complete(context, "l")] == ["loss", "lr"]
+    assert [c.value for c in metric.shell_complete(context, "")] == ["all", "loss", "acc", "lr"]
+
+    proc = run_cli("plot", "--help", env={"COLUMNS": "200"})
+    assert proc.returncode == 0
+    examples = [line.strip() for line in proc.stdout.splitlines() if "resnet plot runs/" in line]
+    assert examples == [
+        "resnet plot runs/r34",
+        "resnet plot runs/r34 --metric loss --out loss.svg",
+        "resnet plot runs/r34 runs/r50 --out compare.png",
+    ]
+    assert " | " not in proc.stdout.split("Examples")[-1]
+
+
+def test_refuses_bad_options(tmp_path):
+    run = fake_history(tmp_path / "r", 4)
     bad = run_cli("plot", run, "--out", tmp_path / "x.gif")
     assert bad.returncode == 2 and ".png, .svg or .pdf" in bad.stderr
-    metric = run_cli("plot", run, "--metric", "f1", "--force")
+    metric = run_cli("plot", run, "--metric", "f1")
     assert metric.returncode == 2 and "unknown --metric" in metric.stderr
     missing = run_cli("plot", tmp_path / "nope")
     assert missing.returncode == 2 and "does not exist" in missing.stderr
@@ -113,11 +286,13 @@ def test_refuses_overwrite_and_bad_options(tmp_path):
 def test_confusion_matrix_from_eval_report(trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
+    assert run_cli("plot", run).returncode == 0
     assert run_cli("eval", run).returncode == 0
-    proc = run_cli("plot", run)
+    proc = run_cli("plot", run)  # after eval, without --force
     assert proc.returncode == 0, proc.stderr
     confusion = run / "confusion-test.png"
     assert str(confusion) in proc.stdout.splitlines()
+    assert "stale" not in proc.stderr
     rgb = np.asarray(Image.open(confusion).convert("RGB")).astype(int)
     blue = (rgb[..., 2] - rgb[..., 0]) > 60  # the Blues colormap fills the diagonal
     assert blue.sum() > 1000

@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import Force, Json, Quiet
+from resnet_cli.cli.options import Force, Json, Quiet, complete_from
+from resnet_cli.viz import METRICS  # light: matplotlib is imported only when drawing
+
+EXAMPLES = (
+    "resnet plot runs/r34",
+    "resnet plot runs/r34 --metric loss --out loss.svg",
+    "resnet plot runs/r34 runs/r50 --out compare.png",
+)
 
 
 def plot(
@@ -19,24 +26,34 @@ def plot(
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="Curves file (.png, .svg or .pdf) [default: RUN/curves.png].", show_default=False
+            "--out",
+            "-o",
+            help="Curves file (.png, .svg or .pdf) [default: RUN/curves.png; for several runs ./curves-compare.png].",
+            show_default=False,
         ),
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", "-m", help="all, loss, acc or lr.")] = "all",
+    metric: Annotated[
+        str,
+        typer.Option("--metric", "-m", help="all, loss, acc or lr.", autocompletion=complete_from(*METRICS)),
+    ] = "all",
     force: Force = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
     """Train vs validation loss and accuracy, generalisation gap and learning rate per epoch.
 
-    Best epoch, learning-rate reductions and an early stop are marked; several runs are overlaid for
-    comparison. Writes into the first run folder and prints the paths of the files written.
+    Best epoch, learning-rate reductions and an early stop are marked; a run that is not finished says so in
+    the figure. One run: figures go into its folder (with its confusion matrix when its eval report still
+    matches the weights) and are redrawn freely. Several runs are overlaid into one comparison in the current
+    folder (or --out). Prints the paths of the files written.
     """
     from resnet_cli.viz import plot_runs
 
     result = plot_runs(runs, out=out, metric=metric, force=force)
     for note in result.notes:
-        console.info_line(note, quiet or json_out)
+        console.info_line(note, quiet)
+    for warning in result.warnings:
+        console.warning_line(warning)
     if json_out:
         console.print_json(result.to_dict())
         return
@@ -45,7 +62,5 @@ def plot(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        epilog="Examples: resnet plot runs/r34 | resnet plot runs/r34 runs/r50 --out compare.png | "
-        "resnet plot runs/r34 --metric loss --out loss.svg",
-    )(plot)
+    # Markdown help: a blank line between examples keeps one per line.
+    app.command(epilog="Examples:\n\n" + "\n\n".join(f"`{e}`" for e in EXAMPLES))(plot)
