@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,8 @@ import torchvision
 from safetensors.torch import load_file
 
 from resnet_cli.engine.evaluate import evaluate
-from resnet_cli.io.export import export
+from resnet_cli.fs import owned_files, run_lock
+from resnet_cli.io.export import EXPORT_FORMATS, TORCHSCRIPT_METADATA, export
 from resnet_cli.io.weights import load_weights
 from tests.conftest import run_cli
 
@@ -70,6 +74,17 @@ def test_safetensors_and_checkpoint_give_identical_eval(run_copy):
     assert [p["confidence"] for p in a.predictions] == pytest.approx([p["confidence"] for p in b.predictions], abs=1e-6)
 
 
+def test_exports_of_the_same_weights_are_byte_identical(run_copy, tmp_path):
+    first = export(run_copy, out=tmp_path / "a.safetensors")
+    second = export(run_copy, out=tmp_path / "b.safetensors")
+    assert first.sha256 == second.sha256
+    assert first.path.read_bytes() == second.path.read_bytes()
+    checkpoint = torch.load(run_copy / "best.pt", map_location="cpu", weights_only=True)["model"]
+    exported = load_file(first.path)  # the sorted header still reads back exactly
+    assert exported.keys() == checkpoint.keys() and all(torch.equal(exported[k], checkpoint[k]) for k in checkpoint)
+    assert load_weights(first.path).describe() == "a.safetensors (exported from best.pt)"
+
+
 def test_bf16_export_halves_the_file(run_copy, tmp_path):
     full = export(run_copy, out=tmp_path / "fp32.safetensors")
     half = export(run_copy, out=tmp_path / "bf16.safetensors", dtype="bf16")
@@ -79,18 +94,83 @@ def test_bf16_export_halves_the_file(run_copy, tmp_path):
     assert tensors["bn1.num_batches_tracked"].dtype == torch.int64
 
 
-def test_refuses_overwrite_and_nonfinite_weights(run_copy, tmp_path):
+def test_regenerates_its_own_export_but_refuses_user_files_and_nonfinite_weights(run_copy, tmp_path):
     assert run_cli("export", run_copy).returncode == 0
-    again = run_cli("export", run_copy)
-    assert again.returncode == 2 and "--force" in again.stderr
-    assert run_cli("export", run_copy, "--force").returncode == 0
+    assert "model.safetensors" in owned_files(run_copy)
+    again = run_cli("export", run_copy)  # the tool's own file in a run folder: regenerated without --force
+    assert again.returncode == 0, again.stderr
+    # A user's file, in the run folder or elsewhere, needs --force.
+    for user_file in (run_copy / "mine.safetensors", tmp_path / "elsewhere.safetensors"):
+        user_file.write_bytes(b"the user's own file")
+        refused = run_cli("export", run_copy, "--out", user_file)
+        assert refused.returncode == 2 and "--force" in refused.stderr
+        assert user_file.read_bytes() == b"the user's own file"
+        assert run_cli("export", run_copy, "--out", user_file, "--force").returncode == 0
+    assert "mine.safetensors" in owned_files(run_copy) and not (tmp_path / ".resnet-files.json").exists()
     # A checkpoint whose weights went NaN is refused.
     ckpt = torch.load(run_copy / "best.pt", map_location="cpu", weights_only=True)
     ckpt["model"]["fc.bias"][0] = float("nan")
     torch.save(ckpt, tmp_path / "nan.pt")
     proc = run_cli("export", tmp_path / "nan.pt", "--out", tmp_path / "nan.safetensors")
-    assert proc.returncode == 2 and "NaN or infinite" in proc.stderr
+    assert proc.returncode == 2 and "NaN or infinite" in proc.stderr and "fc.bias" in proc.stderr
     assert not (tmp_path / "nan.safetensors").exists()
+
+
+def test_export_into_a_run_folder_waits_for_no_one(run_copy):
+    with run_lock(run_copy, "train"):
+        proc = run_cli("export", run_copy)
+    assert proc.returncode == 2 and "in use by 'resnet train'" in proc.stderr
+    assert not (run_copy / "model.safetensors").exists()
+
+
+def test_eval_of_an_export_in_a_run_folder_finds_the_runs_data(run_copy):
+    path = export(run_copy).path
+    proc = run_cli("eval", path, "--no-save", "--json")  # no --data: the run's config.json says where
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["images"] > 0
+
+
+@pytest.fixture()
+def run_without_best(trained_run, tmp_path) -> Path:
+    """A run stopped 3 steps into its first epoch: only last.pt, holding epoch 0 and 3 batches done."""
+    from resnet_cli.io.checkpoint import save_checkpoint
+
+    target = tmp_path / "stopped"
+    shutil.copytree(trained_run, target)
+    (target / "best.pt").unlink()
+    state = torch.load(target / "last.pt", map_location="cpu", weights_only=True)
+    state["epoch"] = 0
+    state["loader"]["batches_done"] = 3
+    state.pop("format"), state.pop("version")
+    save_checkpoint(target / "last.pt", state)
+    return target
+
+
+def test_describes_the_weights_and_warns_when_best_pt_is_missing(trained_run, run_without_best):
+    assert load_weights(trained_run).describe() == "best.pt (epoch 3)"
+    assert load_weights(trained_run).note is None
+    weights = load_weights(run_without_best)
+    assert weights.source.name == "last.pt"
+    assert weights.describe() == "last.pt (epoch 0, step 3: no best.pt yet)"
+    assert "no best.pt yet" in weights.note
+    proc = run_cli("export", run_without_best, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning:" in proc.stderr and "no best.pt yet" in proc.stderr
+    assert json.loads(proc.stdout)["weights"] == "last.pt (epoch 0, step 3: no best.pt yet)"
+    assert (
+        load_weights(run_without_best / "model.safetensors").describe() == "model.safetensors (exported from last.pt)"
+    )
+
+
+def test_best_pt_with_weights_and_metadata_only_is_enough(run_copy):
+    from resnet_cli.io.checkpoint import save_checkpoint
+
+    state = torch.load(run_copy / "best.pt", map_location="cpu", weights_only=True)
+    keep = ("model", "model_config", "classes", "preprocess", "epoch")
+    save_checkpoint(run_copy / "best.pt", {k: state[k] for k in keep})
+    weights = load_weights(run_copy)
+    assert weights.describe() == f"best.pt (epoch {state['epoch']})"
+    assert export(run_copy).path.is_file()
 
 
 @pytest.mark.parametrize(
@@ -98,7 +178,7 @@ def test_refuses_overwrite_and_nonfinite_weights(run_copy, tmp_path):
     [
         (lambda data: data[: len(data) // 2], "not a valid safetensors file"),
         (lambda data: b"\xff" * 8 + data[8:], "not a valid safetensors file"),
-        (lambda data: b"", "not a valid safetensors file"),
+        (lambda data: b"", "is empty (0 bytes)"),
     ],
 )
 def test_corrupt_safetensors(run_copy, tmp_path, damage, fragment):
@@ -130,8 +210,10 @@ def test_torchscript_parity(run_copy):
     doc = json.loads(proc.stdout)
     assert doc["parity"]["max_abs_diff"] < 1e-4 and doc["parity"]["top1_agreement"] == 1.0
     assert "images from" in doc["parity"]["inputs"]  # real images, not random tensors
-    module = torch.jit.load(doc["path"])
+    extra = {TORCHSCRIPT_METADATA: ""}
+    module = torch.jit.load(doc["path"], _extra_files=extra)
     assert module(torch.randn(3, 1, 8, 8)).shape == (3, 10)  # dynamic batch
+    assert json.loads(extra[TORCHSCRIPT_METADATA])["classes"] == json.dumps([str(d) for d in range(10)])
 
 
 @pytest.mark.skipif(not HAS_ONNX, reason="the optional extra is absent: pip install 'resnet-cli[onnx]'")
@@ -146,6 +228,8 @@ def test_onnx_parity_and_dynamic_batch(run_copy):
     for batch in (1, 5):
         out = session.run(None, {"input": torch.randn(batch, 1, 8, 8).numpy()})[0]
         assert out.shape == (batch, 10)
+    meta = session.get_modelmeta().custom_metadata_map  # what predict needs: classes and preprocessing
+    assert json.loads(meta["classes"]) == [str(d) for d in range(10)] and meta["image_size"] == "8"
 
 
 def test_onnx_without_the_extra_says_how_to_install(run_copy, tmp_path):
@@ -170,3 +254,33 @@ def test_bad_export_options(run_copy):
     ):
         proc = run_cli("export", run_copy, *args)
         assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr
+
+
+def test_format_completion_offers_every_export_format():
+    from resnet_cli.cli.export import DTYPE_CHOICES, FORMAT_CHOICES
+    from resnet_cli.io.export import DTYPES
+    from tests.conftest import ROOT
+
+    assert FORMAT_CHOICES == EXPORT_FORMATS and tuple(DTYPES) == DTYPE_CHOICES
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnet_cli"],
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "_RESNET_COMPLETE": "complete_bash",
+            "COMP_WORDS": "resnet export runs/r18 --format o",
+            "COMP_CWORD": "4",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.stdout.split() == ["onnx"], proc.stderr
+
+
+def test_export_help_lists_one_example_per_line():
+    proc = run_cli("export", "--help")
+    assert proc.returncode == 0 and " | " not in proc.stdout
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    assert "resnet export runs/r34" in lines and "resnet export runs/r34 --format onnx" in lines

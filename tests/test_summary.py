@@ -7,6 +7,7 @@ import pytest
 from resnet_cli.config import ModelConfig
 from resnet_cli.errors import ConfigError
 from resnet_cli.models.summary import summarize
+from tests.conftest import run_cli
 
 # torchvision.models documentation, "GFLOPS" column (which counts multiply-accumulates) at 224 px.
 PUBLISHED_GMACS = {"resnet18": 1.81, "resnet34": 3.66, "resnet50": 4.09, "resnet101": 7.80, "resnet152": 11.51}
@@ -53,3 +54,29 @@ def test_small_input_and_greyscale():
 def test_too_small_images(size, small, fragment):
     with pytest.raises(ConfigError, match=fragment):
         summarize(ModelConfig("resnet34", small_input=small), image_size=size)
+
+
+def test_summary_of_a_run_names_its_weights_unless_quiet(trained_run):
+    proc = run_cli("summary", trained_run, "--depth", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "weights: best.pt (epoch 3)" in proc.stderr and "resnet18" in proc.stdout
+    quiet = run_cli("summary", trained_run, "--depth", "1", "-q")
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [(b"\x89PNG\r\n\x1a\n" + bytes(64), "is a PNG image"), (b"epoch,loss\n1,0.5\n", "is a CSV text file")],
+)
+def test_summary_of_a_bad_file_exits_2(tmp_path, content, fragment):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(content)
+    proc = run_cli("summary", path)
+    assert proc.returncode == 2 and fragment in proc.stderr and proc.stdout == ""
+
+
+def test_help_shows_one_example_per_line():
+    proc = run_cli("summary", "--help")
+    assert proc.returncode == 0 and " | " not in proc.stdout and "--quiet" in proc.stdout
+    lines = [line.strip() for line in proc.stdout.splitlines()]
+    assert "resnet summary --arch 50" in lines and "resnet summary runs/r34 --json" in lines

@@ -17,7 +17,9 @@ def predict(
     weights: Annotated[
         Path,
         typer.Argument(
-            metavar="WEIGHTS", help="Run folder, .pt checkpoint or .safetensors export.", show_default=False
+            metavar="WEIGHTS",
+            help="Run folder, .pt checkpoint, .safetensors export or .onnx export (needs the [onnx] extra).",
+            show_default=False,
         ),
     ],
     inputs: Annotated[
@@ -42,6 +44,8 @@ def predict(
     if json_out and csv_out:
         raise typer.BadParameter("choose one of --json and --csv")
     result = run_predict(weights, inputs, top_k=top_k, batch_size=batch_size, device=device, precision=precision)
+    if result.note:
+        console.warning_line(result.note)
     if json_out:
         console.print_json(result.to_dict())
     elif csv_out:
@@ -87,6 +91,10 @@ def _csv(result, top_k: int) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        epilog="Examples: resnet predict runs/r34 photo.jpg | resnet predict runs/r34/model.safetensors images/ --csv",
-    )(predict)
+    examples = (
+        "resnet predict runs/r34 photo.jpg",
+        "resnet predict runs/r34/model.safetensors images/ --csv",
+        "resnet predict runs/r34/model.onnx images/ --top-k 1 --json",
+    )
+    # Markdown help: a blank line between examples keeps each on its own line.
+    app.command(epilog="Examples:\n\n" + "\n\n".join(examples))(predict)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import Arch, Json
+from resnet_cli.cli.options import Arch, Json, Quiet
 
 
 def summary(
@@ -33,6 +33,7 @@ def summary(
     depth: Annotated[int, typer.Option("--depth", help="1: stem and stages, 2: blocks, 3: every layer.")] = 2,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch dimension of the shapes shown.")] = 1,
     json_out: Json = False,
+    quiet: Quiet = False,
 ) -> None:
     """Show each layer's output shape, parameters and multiply-accumulates, with totals."""
     from resnet_cli.config import ModelConfig
@@ -42,6 +43,9 @@ def summary(
         from resnet_cli.io.weights import load_weights
 
         weights = load_weights(target)
+        if weights.note:
+            console.warning_line(weights.note)
+        console.info_line(f"weights: {weights.describe()}", quiet)
         config = weights.model_config
         size = image_size if image_size is not None else weights.preprocess.image_size
     else:
@@ -91,7 +95,10 @@ def _human(n: int) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command(
-        epilog="Examples: resnet summary --arch 50 | resnet summary --arch 34 --image-size 32 --small-input --depth 1 "
-        "| resnet summary runs/r34 --json",
-    )(summary)
+    examples = (
+        "resnet summary --arch 50",
+        "resnet summary --arch 34 --image-size 32 --small-input --depth 1",
+        "resnet summary runs/r34 --json",
+    )
+    # Markdown help: a blank line between examples keeps each on its own line.
+    app.command(epilog="Examples:\n\n" + "\n\n".join(examples))(summary)

@@ -1,8 +1,14 @@
-"""``predict``: top-k classes for image files and folders, with the preprocessing recorded at training time."""
+"""``predict``: top-k classes for image files and folders, with the preprocessing recorded at training time.
+
+The weights are a run folder, a checkpoint, a safetensors export, or an ONNX export (run with onnxruntime;
+its classes and preprocessing come from its metadata, or from the run's ``config.json`` beside it). Only
+regular files are read as images: a FIFO or a link to a device is reported by name as a failed input.
+"""
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +21,8 @@ from resnet_cli.data.transforms import eval_transform
 from resnet_cli.engine.device import resolve_device
 from resnet_cli.engine.inference import inference_network, to_device
 from resnet_cli.errors import ConfigError, DatasetError
-from resnet_cli.io.weights import load_weights
+from resnet_cli.io.checkpoint import identify_file
+from resnet_cli.io.weights import load_onnx, load_weights, resolve_weights_path
 
 
 @dataclass
@@ -37,6 +44,8 @@ class PredictResult:
     weights: str
     classes: list[str]
     predictions: list[Prediction]
+    described: str = ""  # which weights, e.g. "best.pt (epoch 3)"
+    note: str | None = None  # a warning about those weights (last.pt used for want of best.pt)
 
     @property
     def failed(self) -> int:
@@ -45,6 +54,8 @@ class PredictResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "weights": self.weights,
+            "weights_described": self.described,
+            "note": self.note,
             "images": len(self.predictions),
             "failed": self.failed,
             "predictions": [p.to_dict() for p in self.predictions],
@@ -52,7 +63,10 @@ class PredictResult:
 
 
 def collect_inputs(inputs: list[str | os.PathLike[str]]) -> list[Path]:
-    """Files as given; folders searched recursively for images (hidden entries skipped), sorted.
+    """Files as given; folders searched recursively for image names (hidden entries skipped), sorted.
+
+    Entries that are not regular files (a FIFO, a link to a device) are kept, so that :func:`predict` reports
+    them by name as failed inputs; they are never opened here.
 
     Raises:
         DatasetError: a path that does not exist, or nothing to predict.
@@ -64,18 +78,40 @@ def collect_inputs(inputs: list[str | os.PathLike[str]]) -> list[Path]:
             found = sorted(
                 p
                 for p in path.rglob("*")
-                if p.is_file()
-                and images.is_image_name(p.name)
+                if images.is_image_name(p.name)
+                and not p.is_dir()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             files.extend(found)
-        elif path.exists():
+        elif path.exists() or path.is_symlink():
             files.append(path)
         else:
             raise DatasetError(f"{path} does not exist: give image files or folders")
     if not files:
         raise DatasetError(f"no images found in {', '.join(map(str, inputs))}")
     return files
+
+
+def not_regular(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an image without opening it (``None`` for a regular file)."""
+    try:
+        mode = os.stat(path).st_mode  # follows links: a link to /dev/zero is a character device
+    except FileNotFoundError:
+        return "does not exist (a broken link?)"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if stat.S_ISREG(mode):
+        return None
+    for test, words in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return f"not a regular file ({words}): only image files are read"
+    return "not a regular file: only image files are read"
 
 
 def predict(
@@ -96,17 +132,28 @@ def predict(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     dev, _ = resolve_device(device)
-    weights = load_weights(target)
+    path = resolve_weights_path(target)
+    if identify_file(path).kind == "onnx":
+        if precision not in ("auto", "fp32"):
+            raise ConfigError(f"--precision {precision} does not apply to an ONNX model, which runs in float32")
+        weights = load_onnx(path, _onnx_providers(dev))
+        net, placement = weights, None
+    else:
+        weights = load_weights(target)
+        net, placement = inference_network(weights, dev, precision)
     files = collect_inputs(inputs)
     pre = weights.preprocess
     transform = eval_transform(pre)
-    net, placement = inference_network(weights, dev, precision)
     k = min(top_k, len(weights.classes))
     results = [Prediction(str(f)) for f in files]
     for start in range(0, len(files), batch_size):
         chunk = list(range(start, min(start + batch_size, len(files))))
         tensors, ok = [], []
         for i in chunk:
+            reason = not_regular(files[i])
+            if reason is not None:
+                results[i].error = reason
+                continue
             try:
                 pixels = images.load(files[i], pre.in_channels, pre.background)
             except images.ImageDecodeError as exc:
@@ -119,11 +166,25 @@ def predict(
             ok.append(i)
         if not tensors:
             continue
+        batch = torch.stack(tensors)
         with torch.inference_mode():
-            probabilities = net(to_device(torch.stack(tensors), placement)).float().softmax(dim=1).cpu()
+            logits = net(batch) if placement is None else net(to_device(batch, placement))
+            probabilities = logits.float().softmax(dim=1).cpu()
         values, indices = probabilities.topk(k, dim=1)
         for row, i in enumerate(ok):
             results[i].top = [
                 (weights.classes[int(c)], float(v)) for v, c in zip(values[row], indices[row], strict=True)
             ]
-    return PredictResult(str(weights.source), list(weights.classes), results)
+    return PredictResult(str(weights.source), list(weights.classes), results, weights.describe(), weights.note)
+
+
+def _onnx_providers(dev: torch.device) -> list[str]:
+    """onnxruntime's CUDA provider when predicting on a GPU and it is installed, else the CPU."""
+    if dev.type == "cuda":
+        try:
+            import onnxruntime as ort
+        except ImportError:  # load_onnx says how to install it
+            return ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]

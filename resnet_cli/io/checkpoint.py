@@ -11,7 +11,11 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import stat
+import warnings
+import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,21 +83,217 @@ def save_checkpoint(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a file with ``torch.load(weights_only=True)``, turning every failure into one clear line.
+#: The most bytes a checkpoint may declare for its contents, whatever the file: ResNet-152 with 100,000
+#: classes and AdamW's two moments in float32 is about 3 GB, so twice that is generous.
+MAX_CHECKPOINT_BYTES = 8 * 2**30
+#: torch.save stores a checkpoint's members uncompressed, so their declared sizes add up to about the file's
+#: size; a zip that declares more than a few times its own size is a decompression bomb, not a checkpoint.
+MAX_EXPANSION = 4
+_SLACK_BYTES = 1 << 20  # the zip's own headers and a tiny checkpoint's rounding
+#: Bytes a checkpoint may hold per parameter of the architecture it is loaded for: float64 weights plus two
+#: optimiser moments and a copy (EMA), with room to spare.
+BYTES_PER_PARAMETER = 32
+_PARAMETER_SLACK_BYTES = 16 * 2**20  # RNG states, history and the like
+
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickle of torch's legacy magic number
+PASS_INSTEAD = "pass a run folder, its best.pt, or an exported model.safetensors"
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What a file given as weights actually is, sniffed from its bytes (never from its name)."""
+
+    kind: str  # "torch", "torchscript", "safetensors", "onnx", "legacy-torch", "damaged", "other" or "unknown"
+    words: str  # e.g. "a PNG image", for messages
+
+
+def identify_file(path: str | os.PathLike[str]) -> FileKind:
+    """Sniff what ``path`` holds from its first bytes and, for zip files, its list of members.
+
+    Only regular files are opened (a FIFO would block, ``/dev/zero`` never ends).
 
     Raises:
-        CheckpointError: missing, truncated, not a torch file, or holding pickled objects (never run).
+        CheckpointError: missing, empty, unreadable, a folder, or not a regular file.
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist: {PASS_INSTEAD}") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise CheckpointError(f"{path} is a folder without best.pt or last.pt: {PASS_INSTEAD}")
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{path} is {_special_kind(mode)}, not a regular file: {PASS_INSTEAD}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped between stat and open
+                raise CheckpointError(f"{path} is not a regular file: {PASS_INSTEAD}")
+            head = os.pread(fd, 4096, 0)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes): {PASS_INSTEAD}")
+    return _kind_of(path, head)
+
+
+def _kind_of(path: Path, head: bytes) -> FileKind:
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return _zip_kind(path)
+    if len(head) >= 10 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return FileKind("safetensors", "a safetensors file")
+    if len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] <= 30 and head[2] in (0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A):
+        return FileKind("onnx", "an ONNX model")
+    if head.startswith(_LEGACY_MAGIC):
+        return FileKind("legacy-torch", "a checkpoint in torch's legacy (pre-1.6, non-zip) format")
+    for signature, words in (
+        (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+        (b"\xff\xd8\xff", "a JPEG image"),
+        (b"GIF87a", "a GIF image"),
+        (b"GIF89a", "a GIF image"),
+        (b"BM", "a BMP image"),
+        (b"II*\x00", "a TIFF image"),
+        (b"MM\x00*", "a TIFF image"),
+        (b"\x93NUMPY", "a NumPy array file"),
+        (b"\x89HDF\r\n", "an HDF5 (Keras) file"),
+        (b"\x1f\x8b", "a gzip archive"),
+        (b"%PDF", "a PDF document"),
+    ):
+        if head.startswith(signature):
+            return FileKind("other", words)
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return FileKind("other", "a WebP image")
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return FileKind("other", "a raw Python pickle (not torch's zip checkpoint format)")
+    if len(head) > 262 and head[257:262] == b"ustar":
+        return FileKind("other", "a tar archive")
+    if b"\x00" not in head:
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            text = head[: exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
+        if text is not None:
+            stripped = text.lstrip()
+            if stripped[:1] in ("{", "["):
+                return FileKind("other", "a JSON text file")
+            if "," in stripped.split("\n", 1)[0]:
+                return FileKind("other", "a CSV text file")
+            return FileKind("other", "a text file")
+    return FileKind("unknown", "not a file format resnet knows (no torch, safetensors or ONNX header)")
+
+
+def _zip_kind(path: Path) -> FileKind:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return FileKind("damaged", "a truncated or damaged zip archive (the format of torch checkpoints)")
+    tops = {name.split("/", 1)[0] for name in names if "/" in name}
+    if any(name.split("/", 1)[-1] in ("constants.pkl",) or "/code/" in name for name in names):
+        return FileKind("torchscript", "a TorchScript program")
+    if any(name == f"{top}/data.pkl" for top in tops for name in names):
+        return FileKind("torch", "a torch checkpoint")
+    return FileKind("other", "a zip archive that is not a torch checkpoint (no data.pkl)")
+
+
+def _special_kind(mode: int) -> str:
+    for test, words in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return words
+    return "a special file"
+
+
+def not_weights_message(path: str | os.PathLike[str], kind: FileKind) -> str:
+    """The one-line refusal for a file that is not weights this tool reads."""
+    if kind.kind == "torchscript":
+        return (
+            f"{path} is {kind.words} (as 'resnet export --format torchscript' writes), not a checkpoint: load it "
+            f"with torch.jit.load in your application; here {PASS_INSTEAD}"
+        )
+    if kind.kind == "onnx":
+        return f"{path} is {kind.words}, not a checkpoint: 'resnet predict' takes it; for this command {PASS_INSTEAD}"
+    if kind.kind == "damaged":
+        return f"{path} is {kind.words}: an interrupted copy or download? copy or write it again"
+    if kind.kind == "legacy-torch":
+        return (
+            f"{path} is {kind.words}, which cannot be checked before loading and is not read: load it in Python "
+            "and save it again with torch.save (the zip format, the default since torch 1.6)"
+        )
+    return f"{path} is {kind.words}, not a checkpoint: {PASS_INSTEAD}"
+
+
+def check_archive(path: str | os.PathLike[str], expected_parameters: int | None = None) -> None:
+    """Refuse a torch zip whose members declare more bytes than the file or the architecture can justify,
+    reading only the zip's central directory (nothing is decompressed).
+
+    Args:
+        expected_parameters: parameter count of the architecture the file is loaded for, when known.
+
+    Raises:
+        CheckpointError: a decompression bomb, a damaged zip, or contents far larger than the model needs.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is a damaged zip archive ({_first_line(exc)}): write it again") from None
+    declared = sum(info.file_size for info in infos)
+    if declared > MAX_EXPANSION * size + _SLACK_BYTES:
+        raise CheckpointError(
+            f"{path} declares {declared:,} bytes of contents in a {size:,}-byte file: a decompression bomb or a "
+            "damaged file, refused without loading it; use a checkpoint written by torch.save"
+        )
+    if declared > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(
+            f"{path} holds {declared:,} bytes, more than any ResNet checkpoint needs "
+            f"(limit {MAX_CHECKPOINT_BYTES:,}): refused without loading it"
+        )
+    if expected_parameters is not None:
+        limit = BYTES_PER_PARAMETER * expected_parameters + _PARAMETER_SLACK_BYTES
+        if declared > limit:
+            raise CheckpointError(
+                f"{path} holds {declared:,} bytes, far more than weights for {expected_parameters:,} parameters "
+                f"need (limit {limit:,}): choose the matching --arch or another file"
+            )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    map_location: str | torch.device = "cpu",
+    expected_parameters: int | None = None,
+) -> dict[str, Any]:
+    """Read a torch checkpoint with ``torch.load(weights_only=True)``, turning every failure into one clear line.
+
+    Before torch sees the file, its bytes are sniffed (an image, a CSV, an ONNX or TorchScript export is named
+    as what it is) and its zip directory is checked (:func:`check_archive`), so a decompression bomb is
+    refused without allocating its contents.
+
+    Args:
+        expected_parameters: parameter count of the architecture the file is loaded for, when known.
+
+    Raises:
+        CheckpointError: missing, truncated, not a torch checkpoint, a bomb, or holding pickled objects (never run).
+    """
+    path = Path(path)
+    kind = identify_file(path)
+    if kind.kind != "torch":
+        raise CheckpointError(not_weights_message(path, kind))
+    check_archive(path, expected_parameters)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's UserWarnings would reach the user's stderr
+            data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):
@@ -104,9 +304,14 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise CheckpointError(f"{path} is corrupt ({first[:120]})") from None
     except PermissionError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
+    except MemoryError:
+        raise CheckpointError(
+            f"{path} needs more memory than this machine has: it is not a ResNet checkpoint"
+        ) from None
     except Exception as exc:  # torch.load raises many kinds (RuntimeError, KeyError, EOFError, OSError...)
-        detail = str(exc).strip().splitlines()[0][:100] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is truncated or not a torch checkpoint ({detail}): write it again") from None
+        raise CheckpointError(
+            f"{path} is a truncated or damaged torch checkpoint ({_first_line(exc)[:100]}): write it again"
+        ) from None
     return data
 
 
@@ -128,3 +333,8 @@ def read_project_checkpoint(path: str | os.PathLike[str], map_location: str | to
         if key not in data:
             raise CheckpointError(f"{path} lacks {key!r}: it is damaged or incomplete")
     return data
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

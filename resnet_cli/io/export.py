@@ -22,9 +22,9 @@ from torch import nn
 
 from resnet_cli import __version__
 from resnet_cli.errors import CheckpointError, ConfigError, ResnetError, RunFailedError
-from resnet_cli.io.atomic import atomic_write_bytes, refuse_overwrite
+from resnet_cli.fs import atomic_write_bytes, owned_files, record_owned, refuse_overwrite_unless_owned, run_lock
 from resnet_cli.io.checkpoint import non_finite_tensors
-from resnet_cli.io.weights import SAFETENSORS_FORMAT, LoadedWeights, find_manifest, load_weights
+from resnet_cli.io.weights import SAFETENSORS_FORMAT, LoadedWeights, find_manifest, load_weights, read_run_config
 from resnet_cli.models import depth_of
 
 EXPORT_FORMATS = ("safetensors", "onnx", "torchscript")
@@ -33,6 +33,7 @@ DEFAULT_NAMES = {"safetensors": "model.safetensors", "onnx": "model.onnx", "torc
 #: Largest absolute logit difference accepted between the exported and the original model (float32).
 PARITY_ATOL = 1e-3
 PARITY_IMAGES = 16
+TORCHSCRIPT_METADATA = "resnet-cli.json"
 
 
 @dataclass
@@ -44,6 +45,8 @@ class ExportResult:
     size_bytes: int
     metadata: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] | None = None  # ONNX/TorchScript: max_abs_diff, top1_agreement, images, inputs
+    weights: str = ""  # which weights were exported, e.g. "best.pt (epoch 3)"
+    note: str | None = None  # a warning about those weights (last.pt used for want of best.pt)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,8 @@ class ExportResult:
             "size_bytes": self.size_bytes,
             "metadata": self.metadata,
             "parity": self.parity,
+            "weights": self.weights,
+            "note": self.note,
         }
 
 
@@ -86,32 +91,62 @@ def export(
     if bad:
         raise CheckpointError(f"{weights.source} holds NaN or infinite weights ({bad[0]}): refusing to export them")
     path = Path(out) if out else weights.run_dir / DEFAULT_NAMES[fmt]
-    refuse_overwrite(path, force, "export")
     if path.suffix.lower() == ".pt" and fmt == "safetensors":
         raise ConfigError(f"{path}: a safetensors export should end in .safetensors")
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder: give a file name")
+    refuse_overwrite_unless_owned(path, force, "export")
 
     if fmt == "safetensors":
         payload, metadata = safetensors_bytes(weights, dtype)
-        atomic_write_bytes(path, payload)
-        return ExportResult(path, fmt, dtype, hashlib.sha256(payload).hexdigest(), len(payload), metadata)
-
-    model = weights.build()
-    inputs, source = sample_inputs(weights, data)
-    if fmt == "onnx":
-        payload = _onnx_bytes(model, inputs)
-        run = _onnx_runner(payload)
+        parity = None
     else:
-        payload = _torchscript_bytes(model, inputs)
-        run = _torchscript_runner(payload)
-    parity = check_parity(model, run, inputs)
-    parity["inputs"] = source
-    if parity["max_abs_diff"] > PARITY_ATOL or parity["top1_agreement"] < 1.0:
-        raise RunFailedError(
-            f"the {fmt} export disagrees with the checkpoint: largest logit difference {parity['max_abs_diff']:.2e} "
-            f"(tolerance {PARITY_ATOL:.0e}), top-1 agreement {parity['top1_agreement']:.2%}; nothing was written"
-        )
-    atomic_write_bytes(path, payload)
-    return ExportResult(path, fmt, "fp32", hashlib.sha256(payload).hexdigest(), len(payload), {}, parity)
+        metadata = safetensors_metadata(weights, "fp32")
+        model = weights.build()
+        inputs, source = sample_inputs(weights, data)
+        if fmt == "onnx":
+            payload = _onnx_bytes(model, inputs, metadata)
+            run = _onnx_runner(payload)
+        else:
+            payload = _torchscript_bytes(model, inputs, metadata)
+            run = _torchscript_runner(payload)
+        parity = check_parity(model, run, inputs)
+        parity["inputs"] = source
+        if parity["max_abs_diff"] > PARITY_ATOL or parity["top1_agreement"] < 1.0:
+            raise RunFailedError(
+                f"the {fmt} export disagrees with the checkpoint: largest logit difference "
+                f"{parity['max_abs_diff']:.2e} (tolerance {PARITY_ATOL:.0e}), top-1 agreement "
+                f"{parity['top1_agreement']:.2%}; nothing was written"
+            )
+    _write(path, payload, force)
+    return ExportResult(
+        path,
+        fmt,
+        dtype,
+        hashlib.sha256(payload).hexdigest(),
+        len(payload),
+        metadata,
+        parity,
+        weights.describe(),
+        weights.note,
+    )
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder the tool recorded files in, or one holding a training run's ``config.json`` (0.1.0 runs)."""
+    return folder.is_dir() and (bool(owned_files(folder)) or read_run_config(folder) is not None)
+
+
+def _write(path: Path, payload: bytes, force: bool) -> None:
+    """Write ``path`` atomically; inside a run folder, under the run's lock, recording it as the tool's own."""
+    folder = path.parent
+    if not is_run_folder(folder):
+        atomic_write_bytes(path, payload)
+        return
+    with run_lock(folder, "export"):
+        refuse_overwrite_unless_owned(path, force, "export")  # again: another process may have written it
+        atomic_write_bytes(path, payload)
+        record_owned(folder, [path.name])
 
 
 def safetensors_metadata(weights: LoadedWeights, dtype: str) -> dict[str, str]:
@@ -145,8 +180,23 @@ def safetensors_bytes(weights: LoadedWeights, dtype: str = "fp32") -> tuple[byte
     state = {
         k: (v.to(target) if v.is_floating_point() else v).contiguous().clone() for k, v in weights.state_dict.items()
     }
+    overflow = non_finite_tensors(state)
+    if overflow:
+        raise ConfigError(
+            f"the weights of {weights.source} do not fit {dtype} ({overflow[0]} becomes infinite): "
+            "use --dtype bf16 or fp32"
+        )
     metadata = safetensors_metadata(weights, dtype)
-    return save(state, metadata=metadata), metadata
+    return _sorted_header(save(state, metadata=metadata)), metadata
+
+
+def _sorted_header(payload: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted: safetensors writes them in hash order, so the
+    same weights would otherwise give a different file (and SHA-256) on every export."""
+    length = int.from_bytes(payload[:8], "little")
+    header = json.dumps(json.loads(payload[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads the header with spaces to keep tensors 8-byte aligned
+    return len(header).to_bytes(8, "little") + header + payload[8 + length :]
 
 
 def sample_inputs(weights: LoadedWeights, data: str | os.PathLike[str] | None) -> tuple[torch.Tensor, str]:
@@ -190,8 +240,12 @@ def _require_onnx() -> None:
         ) from None
 
 
-def _onnx_bytes(model: nn.Module, inputs: torch.Tensor) -> bytes:
+def _onnx_bytes(model: nn.Module, inputs: torch.Tensor, metadata: dict[str, str]) -> bytes:
+    """The ONNX model, carrying the same metadata as a safetensors export (``metadata_props``), so that
+    ``resnet predict model.onnx`` knows the classes and preprocessing."""
     import tempfile
+
+    import onnx
 
     batch = torch.export.Dim("batch", min=1, max=65536)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -207,7 +261,9 @@ def _onnx_bytes(model: nn.Module, inputs: torch.Tensor) -> bytes:
         )
         file = Path(tmp) / "model.onnx"
         program.save(str(file))
-        return file.read_bytes()
+        proto = onnx.load(str(file))
+    onnx.helper.set_model_props(proto, metadata)
+    return proto.SerializeToString()
 
 
 def _onnx_runner(payload: bytes):
@@ -221,13 +277,14 @@ def _onnx_runner(payload: bytes):
     return run
 
 
-def _torchscript_bytes(model: nn.Module, inputs: torch.Tensor) -> bytes:
+def _torchscript_bytes(model: nn.Module, inputs: torch.Tensor, metadata: dict[str, str]) -> bytes:
+    """The traced program, with the export metadata as the extra file ``resnet-cli.json``."""
     # torch.jit is deprecated upstream but remains the format C++ (libtorch) deployments load.
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(model, inputs[:2])
         buffer = io.BytesIO()
-        torch.jit.save(traced, buffer)
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata)})
     return buffer.getvalue()
 
 
