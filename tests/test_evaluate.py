@@ -13,6 +13,7 @@ import torch
 
 from resnet_cli.engine.evaluate import evaluate
 from resnet_cli.io.history import read_history
+from resnet_cli.io.weights import LoadedWeights
 from tests.conftest import run_cli
 
 
@@ -65,16 +66,147 @@ def test_matches_training_validation_for_the_same_checkpoint(trained_run):
     assert report.loss == pytest.approx(record.val_loss, rel=1e-4)
 
 
-def test_table_output_and_refusal_to_overwrite(run_copy):
+def test_table_output_and_regeneration_of_its_own_reports(run_copy):
     first = run_cli("eval", run_copy)
     assert first.returncode == 0, first.stderr
     assert "per class" in first.stderr and "confusion matrix" in first.stderr
+    assert "best.pt (epoch" in first.stderr  # which checkpoint was measured
     assert first.stdout == f"{run_copy / 'eval-test.json'}\n"
+    # A report the tool wrote is regenerated without --force ...
     again = run_cli("eval", run_copy)
-    assert again.returncode == 2 and "--force" in one_error_line(again)
-    assert run_cli("eval", run_copy, "--force").returncode == 0
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run_copy / "eval-test.json").read_text())["checkpoint"].startswith("best.pt (epoch ")
+    # ... a user's file of that name is not.
+    (run_copy / "eval-val.json").write_text("my notes\n")
+    mine = run_cli("eval", run_copy, "--split", "val")
+    assert mine.returncode == 2 and "--force" in one_error_line(mine)
+    assert (run_copy / "eval-val.json").read_text() == "my notes\n"
+    assert run_cli("eval", run_copy, "--split", "val", "--force").returncode == 0
     assert run_cli("eval", run_copy, "--no-save", "--split", "train").returncode == 0
     assert not (run_copy / "eval-train.json").exists()
+    assert not (run_copy / ".resnet.lock").exists()
+
+
+def test_a_run_folder_in_use_is_not_written(run_copy):
+    from resnet_cli.fs import run_lock
+
+    with run_lock(run_copy, "train"):
+        busy = run_cli("eval", run_copy)
+        free = run_cli("eval", run_copy, "--no-save", "--json")  # reads only: no lock needed
+    assert busy.returncode == 2 and "in use by 'resnet train'" in one_error_line(busy)
+    assert not (run_copy / "eval-test.json").exists()
+    assert free.returncode == 0, free.stderr
+
+
+def test_last_pt_used_for_want_of_best_pt_is_a_warning(run_copy):
+    (run_copy / "best.pt").unlink()
+    proc = run_cli("eval", run_copy, "--no-save", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    if "note" in LoadedWeights.__dataclass_fields__:  # LoadedWeights.note/describe() (io/weights.py)
+        assert doc["checkpoint"].startswith("last.pt")
+        assert any("best.pt" in w for w in doc["warnings"])
+        assert any(line.startswith("warning: ") and "last.pt" in line for line in proc.stderr.splitlines())
+
+
+def test_python_api_callbacks_and_typed_per_class_rows(trained_run):
+    from resnet_cli.engine.callbacks import Callback
+    from resnet_cli.engine.evaluate import ClassMetrics
+
+    class Steps(Callback):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int]] = []
+
+        def on_validation_step(self, step: int, steps: int) -> None:
+            self.seen.append((step, steps))
+
+    new, old = Steps(), Steps()
+    report = evaluate(trained_run, split="val", save=False, batch_size=16, callbacks=[new])
+    assert new.seen and new.seen[-1][0] == new.seen[-1][1] == 3  # 40 images in batches of 16
+    with pytest.warns(DeprecationWarning, match="callbacks="):
+        evaluate(trained_run, split="val", save=False, batch_size=16, callback=old)
+    assert old.seen == new.seen
+    row = report.per_class[0]
+    assert isinstance(row, ClassMetrics) and row.name == report.classes[0]
+    with pytest.raises(AttributeError):
+        row.recall = 1.0  # frozen
+    assert report.to_dict()["per_class"][0] == {
+        "class": row.name,
+        "precision": row.precision,
+        "recall": row.recall,
+        "f1": row.f1,
+        "support": row.support,
+    }
+    json.dumps(report.to_dict())
+
+
+# -- eval never measures on the run's training images ---------------------------------------------------------
+
+
+@pytest.fixture()
+def resplit_run(small_copy, tmp_path):
+    """The audit's sequence: split --val 0.2 (no test part), train, then split --test 0.1 --force."""
+    from resnet_cli.config import SplitConfig, TrainConfig
+    from resnet_cli.data.split import make_split
+    from resnet_cli.engine.train import fit
+
+    make_split(small_copy, SplitConfig(val=0.2, seed=1, force=True))
+    run = tmp_path / "runs" / "r18"
+    fit(TrainConfig(data=str(small_copy), arch="18", epochs=1, max_steps_per_epoch=2, batch_size=16, out=str(run)))
+    trained_on = (small_copy / "manifest.csv").read_bytes()
+    assert (run / "manifest.csv").read_bytes() == trained_on
+    assert run_cli("split", small_copy, "--val", "0.2", "--test", "0.1", "--seed", "2", "--force").returncode == 0
+    return small_copy, run
+
+
+def test_eval_after_a_resplit_refuses_to_measure_training_images(resplit_run):
+    data, run = resplit_run
+    test_rows = [line for line in (data / "manifest.csv").read_text().splitlines() if ",test," in line]
+    trained = {line.split(",")[0] for line in (run / "manifest.csv").read_text().splitlines() if ",train," in line}
+    overlap = sum(line.split(",")[0] in trained for line in test_rows)
+    assert overlap > 0
+    proc = run_cli("eval", run)
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert f"{overlap} of the {len(test_rows)} test images" in line and "training images" in line
+    assert f"--manifest {run / 'manifest.csv'}" in line
+    assert not (run / "eval-test.json").exists()
+    # The way out it names: the split the run trained on, kept in the run folder.
+    ok = run_cli("eval", run, "--manifest", run / "manifest.csv", "--split", "val", "--json")
+    assert ok.returncode == 0, ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["images"] == 40 and doc["warnings"] == []
+
+
+def test_eval_after_a_resplit_matches_by_content_too(resplit_run, tmp_path):
+    data, run = resplit_run
+    moved = tmp_path / "renamed"
+    shutil.copytree(data, moved)  # same images, another folder: paths cannot match, hashes do
+    proc = run_cli("eval", run, "--data", moved, "--split", "val")
+    assert proc.returncode == 2 and "training images" in one_error_line(proc)
+
+
+def test_unseen_data_under_another_manifest_is_a_warning(trained_run, tmp_path):
+    from resnet_cli.config import SplitConfig
+    from resnet_cli.data.split import make_split
+    from tests.images import make_folder
+
+    fresh = make_folder(tmp_path / "fresh", {str(d): 5 for d in range(10)}, size=8)  # images the run never saw
+    make_split(fresh, SplitConfig(val=0.2, test=0.2))
+    proc = run_cli("eval", trained_run, "--data", fresh, "--no-save", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert len(doc["warnings"]) == 1 and "not the manifest" in doc["warnings"][0]
+    assert proc.stderr.count("warning: ") == 1
+
+
+def test_a_run_without_its_manifest_copy_cannot_be_checked(resplit_run):
+    _, run = resplit_run
+    (run / "manifest.csv").unlink()  # as a 0.1.0 run: no copy, and the recorded manifest has been replaced
+    proc = run_cli("eval", run, "--no-save")
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "cannot be checked" in line and "--manifest" in line
 
 
 def test_manifest_kept_elsewhere_and_moved_data(run_copy, small_split, tmp_path):
@@ -103,8 +235,8 @@ def test_checkpoint_saved_on_gpu_evaluates_on_cpu(small_split, tmp_path):
     ("make", "fragment"),
     [
         (lambda p: p.write_bytes(b""), "empty"),
-        (lambda p: p.write_bytes(p.with_name("best.pt").read_bytes()[:5000]), "truncated or not a torch checkpoint"),
-        (lambda p: p.write_text("just text"), "truncated or not a torch checkpoint"),
+        (lambda p: p.write_bytes(p.with_name("best.pt").read_bytes()[:5000]), "truncated"),
+        (lambda p: p.write_text("just text"), "not a checkpoint"),
         (lambda p: torch.save({"fc.weight": torch.zeros(2, 2)}, p), "not a resnet-cli checkpoint"),
     ],
 )

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import Device, Force, InferencePrecision, Json, Quiet
+from resnet_cli.cli.options import PART_CHOICES, Device, Force, InferencePrecision, Json, Quiet, complete_from
 from resnet_cli.cli.progress import task_progress
+from resnet_cli.engine.callbacks import Callback
+
+if TYPE_CHECKING:
+    from resnet_cli.engine.evaluate import EvalReport
 
 
 def eval_command(
@@ -21,7 +25,9 @@ def eval_command(
             show_default=False,
         ),
     ],
-    split: Annotated[str, typer.Option("--split", "-s", help="test, val or train.")] = "test",
+    split: Annotated[
+        str, typer.Option("--split", "-s", help="test, val or train.", autocompletion=complete_from(*PART_CHOICES))
+    ] = "test",
     data: Annotated[
         Path | None,
         typer.Option("--data", "-d", help="Data folder, if not where training found it.", show_default=False),
@@ -49,7 +55,8 @@ def eval_command(
     """
     from resnet_cli.engine.evaluate import evaluate
 
-    with task_progress(f"evaluating on {split}", quiet or json_out) as progress:
+    # --json changes stdout only: progress and warnings stay on stderr unless --quiet.
+    with task_progress(f"evaluating on {split}", quiet) as progress:
         report = evaluate(
             target,
             split=split,
@@ -61,18 +68,20 @@ def eval_command(
             workers=workers,
             save=save,
             force=force,
-            callback=_StepCallback(progress),
+            callbacks=[_StepCallback(progress)],
         )
+    for warning in report.warnings:
+        console.warning_line(warning)
     if json_out:
         console.print_json(report.to_dict())
         return
     _render(report)
     if report.report_path:
-        console.info_line(f"per-image predictions: {report.predictions_path}", quiet)
+        console.info_line(f"per-image predictions: {report.predictions_path}")
         console.print_path(report.report_path)
 
 
-class _StepCallback:
+class _StepCallback(Callback):
     def __init__(self, progress) -> None:
         self.progress = progress
 
@@ -83,7 +92,7 @@ class _StepCallback:
         self.progress(step, steps)
 
 
-def _render(report) -> None:
+def _render(report: EvalReport) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -95,6 +104,8 @@ def _render(report) -> None:
     )
     head.add_column("", style="bold")
     head.add_column("")
+    if report.checkpoint:
+        head.add_row("weights", escape(report.checkpoint))
     head.add_row("loss", f"{report.loss:.4f}")
     head.add_row("top-1", f"{report.top1:.2%}")
     if report.top5 is not None:
@@ -108,15 +119,9 @@ def _render(report) -> None:
     for name in ("class", "precision", "recall", "F1", "support"):
         table.add_column(name, justify="left" if name == "class" else "right")
     for row in report.per_class:
-        table.add_row(
-            escape(row["class"]),
-            f"{row['precision']:.4f}",
-            f"{row['recall']:.4f}",
-            f"{row['f1']:.4f}",
-            str(row["support"]),
-        )
+        table.add_row(escape(row.name), f"{row.precision:.4f}", f"{row.recall:.4f}", f"{row.f1:.4f}", str(row.support))
     table.add_section()
-    support = sum(r["support"] for r in report.per_class)
+    support = sum(r.support for r in report.per_class)
     for name in ("macro", "weighted"):
         avg = getattr(report, name)
         table.add_row(
@@ -138,6 +143,8 @@ def _render(report) -> None:
 def register(app: typer.Typer) -> None:
     app.command(
         "eval",
-        epilog="Examples: resnet eval runs/r34 --split test | "
-        "resnet eval runs/r34/model.safetensors --data data --json",
+        epilog="Examples:\n\n"
+        "- `resnet eval runs/r34 --split test`\n"
+        "- `resnet eval runs/r34/model.safetensors --data data --json`\n"
+        "- `resnet eval runs/r34 --manifest runs/r34/manifest.csv --split val` (the split it trained on)",
     )(eval_command)

@@ -21,7 +21,9 @@ ARCH_CHOICES = ("18", "34", "50", "101", "152", "resnet18", "resnet34", "resnet5
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 PART_CHOICES = ("test", "val", "train")
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or informational messages on stderr.")]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Errors and warnings only on stderr: no progress or information.")
+]
 Json = Annotated[bool, typer.Option("--json", help="Print exactly one JSON document on stdout instead of a table.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite earlier output.")]
 Arch = Annotated[

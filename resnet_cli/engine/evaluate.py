@@ -2,27 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import math
 import os
 import time
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from resnet_cli.data.dataset import EpochBatchSampler, ManifestDataset, make_loader
-from resnet_cli.data.split import PARTS
+from resnet_cli.data.split import COLUMNS, PARTS, Manifest, ManifestRow, sidecar_path
 from resnet_cli.data.transforms import eval_transform
-from resnet_cli.engine.callbacks import Callback
+from resnet_cli.engine.callbacks import Callback, CallbackList
 from resnet_cli.engine.device import resolve_device
 from resnet_cli.engine.inference import inference_network, predict_batches
-from resnet_cli.errors import CheckpointError, ConfigError, DatasetError
-from resnet_cli.io.atomic import atomic_write_text, refuse_overwrite
-from resnet_cli.io.weights import find_manifest, load_weights
+from resnet_cli.errors import CheckpointError, ConfigError, DatasetError, RunFailedError
+from resnet_cli.fs import atomic_write_text, record_owned, refuse_overwrite_unless_owned, run_lock
+from resnet_cli.io.weights import LoadedWeights, find_manifest, load_weights, read_run_config
+
+#: The copy of the manifest a training run keeps in its folder (exactly the bytes it trained on).
+RUN_MANIFEST_NAME = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """Precision, recall, F1 and support of one class; ``to_dict`` is its row in the JSON report."""
+
+    name: str
+    precision: float
+    recall: float
+    f1: float
+    support: int  # images of this class in the evaluated part
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "class": self.name,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "support": self.support,
+        }
 
 
 @dataclass
@@ -39,19 +67,22 @@ class EvalReport:
     top1: float
     top5: float | None  # only with more than 5 classes
     balanced_accuracy: float
-    per_class: list[dict[str, Any]]
+    per_class: list[ClassMetrics]
     macro: dict[str, float]
     weighted: dict[str, float]
     confusion_matrix: list[list[int]]
     images_per_s: float
     device: str
     precision: str
+    checkpoint: str | None = None  # which weights, in words: "best.pt (epoch 3)"
+    warnings: list[str] = field(default_factory=list)  # one line each, for the user
     report_path: str | None = None
     predictions_path: str | None = None
     predictions: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         doc = {k: v for k, v in self.__dict__.items() if k != "predictions"}
+        doc["per_class"] = [c.to_dict() for c in self.per_class]
         return doc
 
 
@@ -66,23 +97,41 @@ def evaluate(
     workers: int = 0,
     save: bool = True,
     force: bool = False,
+    callbacks: Sequence[Callback] = (),
     callback: Callback | None = None,
 ) -> EvalReport:
     """Evaluate weights on a manifest part and (with ``save``) write the report and per-image predictions.
+
+    When the weights sit in a run folder that recorded another manifest than the one evaluated on (the data
+    was split again after training), the evaluated images are checked against the run's train part (by
+    relative path and by content hash): any overlap is refused, since the figures would be measured on
+    training images; no overlap leaves a warning in :attr:`EvalReport.warnings`.
 
     Args:
         target: a run folder (its best.pt), a ``.pt`` checkpoint or a ``.safetensors`` export.
         split: ``test``, ``val`` or ``train``.
         data: the data folder, when it is not where training found it (or for a ``.safetensors``).
-        manifest: a manifest kept elsewhere than ``DATA/manifest.csv``.
+        manifest: a manifest kept elsewhere than ``DATA/manifest.csv``; a run's own ``manifest.csv`` copy works
+            too (the split it trained on).
         batch_size: default: the training batch size (or 64).
         precision: ``auto`` evaluates in the precision the weights were trained in, where this device can.
-        save: write ``eval-<split>.json`` and ``predictions-<split>.csv`` beside the weights.
-        force: replace earlier reports.
+        save: write ``eval-<split>.json`` and ``predictions-<split>.csv`` beside the weights (under the run
+            folder's lock; earlier reports the tool wrote are replaced, a user's files need ``force``).
+        force: replace files of those names that the tool did not write.
+        callbacks: progress hooks (``on_validation_start``, ``on_validation_step``).
+        callback: deprecated: use ``callbacks=[...]``.
 
     Raises:
-        CheckpointError, DatasetError, ConfigError, DeviceError, OutputExistsError: bad input.
+        CheckpointError, DatasetError, ConfigError, DeviceError, OutputExistsError, RunBusyError: bad input.
     """
+    callbacks = list(callbacks)
+    if callback is not None:
+        warnings.warn(
+            "evaluate(callback=...) is deprecated and will be removed in the next release: pass callbacks=[...]",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        callbacks.append(callback)
     if split not in PARTS:
         raise ConfigError(f"unknown split {split!r}: choose test, val or train")
     if batch_size is not None and batch_size < 1:
@@ -91,10 +140,10 @@ def evaluate(
     weights = load_weights(target)
     report_path = weights.run_dir / f"eval-{split}.json"
     predictions_path = weights.run_dir / f"predictions-{split}.csv"
-    if save:
-        refuse_overwrite(report_path, force, "eval report")
-        refuse_overwrite(predictions_path, force, "predictions file")
-    man = find_manifest(weights, data, manifest)
+    if save:  # fail before the work, not after it: a busy run folder or a user's file in the way
+        with _write_lock(weights.run_dir):
+            _refuse_overwrite(report_path, predictions_path, force)
+    man = _run_copy(weights, manifest, data) or find_manifest(weights, data, manifest)
     if list(man.classes) != list(weights.classes):
         raise CheckpointError(
             f"the classes of {weights.source} ({_short(weights.classes)}) do not match those of {man.path} "
@@ -104,6 +153,8 @@ def evaluate(
     if not rows:
         hint = " (split with --test 0.1 to hold out a test part)" if split == "test" else ""
         raise DatasetError(f"the {split} part of {man.path} is empty{hint}")
+    notes = [weights.note] if getattr(weights, "note", None) else []
+    notes += check_not_trained_on(weights.run_dir, man, rows, split)
 
     pre = weights.preprocess
     net, placement = inference_network(weights, dev, precision)
@@ -112,11 +163,11 @@ def evaluate(
     sampler = EpochBatchSampler(len(dataset), size, 0, shuffle=False, train=False)
     loader = make_loader(dataset, sampler, workers, 0, pin_memory=dev.type == "cuda")
 
-    if callback is not None:
-        callback.on_validation_start(0, len(loader))
+    hooks = CallbackList(callbacks)
+    hooks.on_validation_start(0, len(loader))
     start = time.perf_counter()
     chunks, targets = [], []
-    for logits, y in predict_batches(net, loader, placement, callback):
+    for logits, y in predict_batches(net, loader, placement, hooks):
         chunks.append(logits)
         targets.append(y)
     seconds = time.perf_counter() - start
@@ -135,6 +186,7 @@ def evaluate(
         }
         for row, p, c, t in zip(rows, predicted, confidence, y, strict=True)
     ]
+    describe = getattr(weights, "describe", None)
     result = EvalReport(
         weights=str(weights.source),
         weights_sha256=weights.sha256,
@@ -145,19 +197,162 @@ def evaluate(
         images_per_s=len(rows) / max(seconds, 1e-9),
         device=str(dev),
         precision=placement.precision,
+        checkpoint=describe() if callable(describe) else weights.source.name,
+        warnings=notes,
         predictions=predictions,
         **report,
     )
     if save:
         result.report_path = str(report_path)
         result.predictions_path = str(predictions_path)
-        atomic_write_text(predictions_path, _predictions_csv(predictions))
-        atomic_write_text(report_path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        with _write_lock(weights.run_dir):
+            _refuse_overwrite(report_path, predictions_path, force)
+            atomic_write_text(predictions_path, _predictions_csv(predictions))
+            atomic_write_text(report_path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+            record_owned(weights.run_dir, [predictions_path.name, report_path.name])
     return result
 
 
+def check_not_trained_on(run_dir: Path, man: Manifest, rows: list[ManifestRow], split: str) -> list[str]:
+    """Make sure ``rows`` (the ``split`` part of ``man``) hold none of the run's training images.
+
+    Nothing to check when ``run_dir`` is no run folder (no ``config.json`` recording a manifest), when ``man``
+    is the very manifest the run trained on (same SHA-256: its parts are disjoint), or for ``split="train"``.
+
+    Returns:
+        Warnings: the manifest differs from the run's, but none of ``rows`` was a training image.
+
+    Raises:
+        DatasetError: some of ``rows`` were training images; or the manifest differs and the run keeps no
+            intact copy of its own, so membership cannot be verified.
+    """
+    recorded = ((read_run_config(run_dir) or {}).get("manifest")) if split != "train" else None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("sha256"), str):
+        return []
+    if recorded["sha256"] == man.csv_sha256:
+        return []
+    trained = _trained_part(run_dir, recorded)
+    if trained is None:
+        raise DatasetError(
+            f"{man.path} is not the manifest {run_dir} was trained on (the data was split again?) and the run "
+            f"keeps no intact copy of that one ({run_dir / RUN_MANIFEST_NAME}; runs of resnet-cli 0.1.0 keep "
+            f"none), so whether its {split} images were training images cannot be checked: evaluate with "
+            "--manifest pointing to the manifest it trained on"
+        )
+    paths, hashes = trained
+    same_root = isinstance(recorded.get("root"), str) and _same_folder(Path(recorded["root"]), man.root)
+    seen = [r for r in rows if r.sha256 in hashes or (same_root and r.path in paths)]
+    if seen:
+        raise DatasetError(
+            f"{len(seen)} of the {len(rows)} {split} images in {man.path} were training images of {run_dir} "
+            f"(e.g. {seen[0].path}): the data was split again after training, so the figures would be inflated; "
+            f"evaluate on the split it trained on (--manifest {run_dir / RUN_MANIFEST_NAME}), or train again on "
+            "the new split"
+        )
+    return [
+        f"{man.path} is not the manifest {run_dir} was trained on; none of its {len(rows)} {split} images "
+        "were training images of the run"
+    ]
+
+
+def _trained_part(run_dir: Path, recorded: dict[str, Any]) -> tuple[set[str], set[str]] | None:
+    """(relative paths, content hashes) of the run's train part, from an intact copy of its manifest."""
+    candidates = [run_dir / RUN_MANIFEST_NAME]
+    if isinstance(recorded.get("path"), str):
+        candidates.append(Path(recorded["path"]))  # still in place and unchanged (runs without a copy)
+    for path in candidates:
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            continue
+        if hashlib.sha256(raw).hexdigest() != recorded["sha256"]:
+            continue
+        rows = _parse_rows(raw, path)
+        train = [r for r in rows if r.part == "train"]
+        return {r.path for r in train}, {r.sha256 for r in train}
+    return None
+
+
+def _run_copy(
+    weights: LoadedWeights, manifest: str | os.PathLike[str] | None, data: str | os.PathLike[str] | None
+) -> Manifest | None:
+    """The run's own ``manifest.csv`` copy when ``manifest`` names it (it has no sidecar: the run's
+    ``config.json`` vouches for it by hash and says where its images are)."""
+    if manifest is None:
+        return None
+    path = Path(manifest)
+    config = read_run_config(path.parent) or {}
+    recorded = config.get("manifest")
+    if path.name != RUN_MANIFEST_NAME or not isinstance(recorded, dict) or not path.is_file():
+        return None
+    if sidecar_path(path).exists():
+        return None  # a real manifest with a sidecar: find_manifest reads it
+    raw = path.read_bytes()
+    sha = hashlib.sha256(raw).hexdigest()
+    if sha != recorded.get("sha256"):
+        raise DatasetError(
+            f"{path} is not the manifest {path.parent} recorded (its SHA-256 differs from config.json): "
+            "it was changed after training"
+        )
+    root = data if data is not None else recorded.get("root")
+    if not isinstance(root, (str, os.PathLike)):
+        raise DatasetError(f"{path.parent}/config.json does not say where the images are: pass --data DIR")
+    rows = _parse_rows(raw, path)
+    classes = [str(c) for c in config.get("classes") or weights.classes]
+    unknown = sorted({r.label for r in rows} - set(classes))
+    if unknown:
+        raise DatasetError(f"{path} has classes the run does not know ({_short(unknown)}): it was changed")
+    n = max(len(rows), 1)
+    return Manifest(
+        path=path,
+        root=Path(root),
+        rows=rows,
+        classes=classes,
+        seed=-1,
+        val=sum(r.part == "val" for r in rows) / n,
+        test=sum(r.part == "test" for r in rows) / n,
+        csv_sha256=sha,
+        meta={},
+    )
+
+
+def _parse_rows(raw: bytes, path: Path) -> list[ManifestRow]:
+    try:
+        reader = csv.reader(io.StringIO(raw.decode("utf-8")))
+        header = next(reader, None)
+        if header is None or tuple(header) != COLUMNS:
+            raise DatasetError(f"{path} has columns {header}, expected {','.join(COLUMNS)}")
+        return [ManifestRow(p, label, part, sha, int(w), int(h), mode) for p, label, part, sha, w, h, mode in reader]
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DatasetError(f"{path} is not a readable manifest ({exc}): it was changed after training") from None
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _refuse_overwrite(report_path: Path, predictions_path: Path, force: bool) -> None:
+    refuse_overwrite_unless_owned(report_path, force, "eval report")
+    refuse_overwrite_unless_owned(predictions_path, force, "predictions file")
+
+
+@contextlib.contextmanager
+def _write_lock(folder: Path) -> Iterator[None]:
+    """The run folder's one-writer lock (it also guards a plain folder a report is written beside)."""
+    try:
+        with run_lock(folder, "eval"):
+            yield
+    except PermissionError as exc:
+        raise RunFailedError(
+            f"cannot write in {folder} ({exc.strerror}): choose a folder you can write to, or pass --no-save"
+        ) from None
+
+
 def build_report(logits: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
-    """Loss, top-1/top-5, balanced accuracy, per-class precision/recall/F1/support, averages, confusion matrix."""
+    """Loss, top-1/top-5, balanced accuracy, per-class metrics (:class:`ClassMetrics`), averages, confusion matrix."""
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     k = len(classes)
@@ -181,10 +376,7 @@ def build_report(logits: torch.Tensor, targets: torch.Tensor, classes: list[str]
         "top1": float((pred == y).mean()),
         "top5": top5,
         "balanced_accuracy": balanced,
-        "per_class": [
-            {"class": c, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
-            for i, c in enumerate(classes)
-        ],
+        "per_class": [ClassMetrics(c, float(p[i]), float(r[i]), float(f[i]), int(s[i])) for i, c in enumerate(classes)],
         "macro": averages["macro"],
         "weighted": averages["weighted"],
         "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
