@@ -33,11 +33,10 @@ _TMP_SUFFIX = ".tmp"
 
 def current_umask() -> int:
     """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it straight back
     os.umask(mask)
     return mask
@@ -170,6 +169,27 @@ def run_lock(folder: str | os.PathLike[str], command: str) -> Iterator[None]:
         os.close(fd)
 
 
+def check_not_busy(folder: str | os.PathLike[str]) -> None:
+    """Refuse at once when a live process holds ``folder``'s lock (without taking it).
+
+    Raises:
+        RunBusyError: naming the holder.
+    """
+    import fcntl
+
+    path = Path(folder) / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        raise RunBusyError(f"{Path(folder)} is in use by {_describe_holder(path)}: wait for it to finish") from None
+    finally:
+        os.close(fd)
+
+
 def _describe_holder(path: Path) -> str:
     try:
         holder = json.loads(path.read_text(encoding="utf-8") or "{}")
@@ -195,12 +215,21 @@ def owned_files(folder: str | os.PathLike[str]) -> set[str]:
 
 def record_owned(folder: str | os.PathLike[str], names: Iterable[str]) -> None:
     """Add ``names`` (files in ``folder``) to the record of what the tool wrote there."""
+    import fcntl
+
     folder = Path(folder)
-    current = owned_files(folder)
-    new = current | {Path(n).name for n in names}
-    if new != current or not (folder / OWNED_NAME).exists():
-        doc = {"format": OWNED_FORMAT, "files": sorted(new)}
-        atomic_write_text(folder / OWNED_NAME, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    # The record is read, extended and replaced under an flock on the folder itself, so a plot recording a
+    # figure while training records its files loses neither entry.
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        current = owned_files(folder)
+        new = current | {Path(n).name for n in names}
+        if new != current or not (folder / OWNED_NAME).exists():
+            doc = {"format": OWNED_FORMAT, "files": sorted(new)}
+            atomic_write_text(folder / OWNED_NAME, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    finally:
+        os.close(fd)
 
 
 def remove_owned(folder: str | os.PathLike[str]) -> list[str]:

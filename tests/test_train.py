@@ -67,6 +67,8 @@ def test_real_run_beats_chance_and_writes_the_run_folder(digits_split, tmp_path)
         "lr",
         "epoch_time",
         "images_per_s",
+        "train_eval_loss",
+        "train_eval_acc",
     }
     assert float(rows[-1]["val_acc"]) > 0.5  # chance is 0.1
     config = json.loads((out / "config.json").read_text())
@@ -231,7 +233,7 @@ def test_existing_run_needs_resume_or_force(small_split, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--data", small_split, *FAST, "--epochs", "1", "--max-steps", "2", "--out", out]
     assert run_cli(*args).returncode == 0
-    (out / "eval-test.json").write_text("{}")
+    assert run_cli("eval", out, "--quiet").returncode == 0
     refused = run_cli(*args)
     assert refused.returncode == 2 and "--resume" in one_error_line(refused) and "--force" in refused.stderr
     forced = run_cli(*args, "--force")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -117,6 +118,7 @@ def train(
     from resnet_cli.config import TrainConfig
     from resnet_cli.engine.callbacks import StopRequest
     from resnet_cli.engine.device import parse_gpus
+    from resnet_cli.engine.run_dir import latest_run_dir
     from resnet_cli.engine.train import default_run_dir, fit, resume_config
     from resnet_cli.models import canonical_arch
 
@@ -130,11 +132,11 @@ def train(
     config = TrainConfig(**fields)
     dist = _dist_from_env()
     if resume:
-        run_dir = out or default_run_dir(canonical_arch(arch))
+        run_dir = out or latest_run_dir(default_run_dir(canonical_arch(arch)))
         explicit = {_FIELD.get(k, k): v for k, v in values.items() if k not in _NOT_CONFIG and _given(ctx, k)}
         config = replace(resume_config(run_dir, explicit), out=str(run_dir))
-    quiet = quiet or json_out or not dist.is_main
-    progress = training_callback(quiet)
+    # --json changes stdout only: progress and warnings stay on stderr unless --quiet.
+    progress = training_callback(quiet or not dist.is_main)
     stop = StopRequest()
     try:
         with _signals_to(stop):
@@ -148,7 +150,7 @@ def train(
     if json_out:
         console.print_json(result.to_dict())
         return
-    if not quiet:
+    if not quiet or sys.stdout.isatty():  # in a terminal the summary is the result, --quiet or not
         _render(result)
     console.print_path(result.run_dir)
 
@@ -209,8 +211,10 @@ def _render(result) -> None:
             f"train loss {final.train_loss:.4f} acc {final.train_acc:.2%}; "
             f"val loss {final.val_loss:.4f} acc {final.val_acc:.2%}",
         )
-        total = sum(r.epoch_time for r in result.history)
-        table.add_row("time", f"{total:.1f} s; {final.images_per_s:.1f} training images/s")
+        total = sum(r.epoch_time or 0.0 for r in result.history)
+        rates = [r.images_per_s for r in result.history if r.images_per_s]
+        mean_rate = sum(rates) / len(rates) if rates else 0.0
+        table.add_row("time", f"{total:.1f} s; {mean_rate:.1f} training images/s (mean over epochs)")
     table.add_row("device", result.placement)
     table.add_row("checkpoints", escape(f"{result.run_dir / 'best.pt'} (best val loss), {result.run_dir / 'last.pt'}"))
     console.report_console().print(table)
@@ -218,7 +222,9 @@ def _render(result) -> None:
 
 def register(app: typer.Typer) -> None:
     app.command(
-        epilog="Examples: resnet split data --val 0.2 && resnet train --arch 34 | "
-        "resnet train --arch 50 --gpus 0,1 --epochs 90 | resnet train --resume --out runs/r34 --epochs 60 | "
-        "torchrun --nproc-per-node 2 -m resnet_cli train --arch 50",
+        epilog="Examples:\n\n"
+        "    resnet split data --val 0.2 && resnet train --arch 34\n\n"
+        "    resnet train --arch 50 --gpus 0,1 --epochs 90\n\n"
+        "    resnet train --resume --out runs/r34 --epochs 60\n\n"
+        "    torchrun --nproc-per-node 2 -m resnet_cli train --arch 50",
     )(train)

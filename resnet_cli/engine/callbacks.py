@@ -5,8 +5,11 @@ Every hook is a no-op here, so a callback overrides only what it needs.
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from resnet_cli.io.history import EpochRecord
 
@@ -51,21 +54,78 @@ class Callback:
 
 
 class CallbackList(Callback):
-    """Fans every hook out to several callbacks."""
+    """Fans every hook out to several callbacks, in order."""
 
-    def __init__(self, callbacks: list[Callback] | tuple[Callback, ...] = ()) -> None:
+    def __init__(self, callbacks: Sequence[Callback] = ()) -> None:
         self.callbacks = list(callbacks)
 
-    def __getattribute__(self, name: str):
-        if name.startswith("on_"):
-            targets = object.__getattribute__(self, "callbacks")
+    def on_train_start(self, info: dict[str, Any]) -> None:
+        for c in self.callbacks:
+            c.on_train_start(info)
 
-            def fan_out(*args: Any, **kwargs: Any) -> None:
-                for callback in targets:
-                    getattr(callback, name)(*args, **kwargs)
+    def on_message(self, text: str) -> None:
+        for c in self.callbacks:
+            c.on_message(text)
 
-            return fan_out
-        return object.__getattribute__(self, name)
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        for c in self.callbacks:
+            c.on_epoch_start(epoch, epochs, steps)
+
+    def on_batch_end(self, epoch: int, stats: BatchStats) -> None:
+        for c in self.callbacks:
+            c.on_batch_end(epoch, stats)
+
+    def on_validation_start(self, epoch: int, steps: int) -> None:
+        for c in self.callbacks:
+            c.on_validation_start(epoch, steps)
+
+    def on_validation_step(self, step: int, steps: int) -> None:
+        for c in self.callbacks:
+            c.on_validation_step(step, steps)
+
+    def on_epoch_end(self, record: EpochRecord, improved: bool) -> None:
+        for c in self.callbacks:
+            c.on_epoch_end(record, improved)
+
+    def on_train_end(self, result: Any) -> None:
+        for c in self.callbacks:
+            c.on_train_end(result)
+
+
+class PrintProgress(Callback):
+    """Plain progress lines, one per epoch and message, on ``stream`` (default: stderr); ``fit(progress=True)``
+    adds it, so a notebook or script sees the run without the CLI.
+
+    ``*`` marks an epoch whose validation loss is the best so far (its weights were saved as best.pt).
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self.epochs = 0
+        self.started = 0.0
+
+    def _write(self, text: str) -> None:
+        stream = self.stream or sys.stderr
+        stream.write(text + "\n")
+        stream.flush()
+
+    def on_train_start(self, info: dict[str, Any]) -> None:
+        self.epochs = int(info.get("epochs", 0))
+        self.started = time.perf_counter()
+        self._write(f"training in {info.get('run_dir')} on {info.get('placement')} (* = best val loss so far)")
+
+    def on_message(self, text: str) -> None:
+        self._write(text)
+
+    def on_epoch_start(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epochs = epochs
+
+    def on_epoch_end(self, record: EpochRecord, improved: bool) -> None:
+        elapsed = time.perf_counter() - self.started
+        self._write(
+            f"epoch {record.epoch}/{self.epochs}  train loss {record.train_loss:.4f}  val loss {record.val_loss:.4f} "
+            f"acc {record.val_acc:.2%}  {elapsed:.0f}s{' *' if improved else ''}"
+        )
 
 
 class StopRequest:

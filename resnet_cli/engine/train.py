@@ -9,12 +9,14 @@ SIGKILL, and resumed from its ``last.pt`` ends with the same weights, bit for bi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,10 @@ from torch import nn
 from resnet_cli import __version__
 from resnet_cli.config import ModelConfig, PreprocessConfig, TrainConfig
 from resnet_cli.data.dataset import EpochBatchSampler, ManifestDataset, compute_mean_std, make_loader
-from resnet_cli.data.split import Manifest, default_manifest_path, read_manifest
+from resnet_cli.data.split import Manifest, ManifestRow, default_manifest_path, read_manifest
 from resnet_cli.data.transforms import eval_transform, train_transform
 from resnet_cli.engine import distributed
-from resnet_cli.engine.callbacks import BatchStats, Callback, CallbackList, StopRequest
+from resnet_cli.engine.callbacks import BatchStats, Callback, CallbackList, PrintProgress, StopRequest
 from resnet_cli.engine.device import (
     Placement,
     resolve_channels_last,
@@ -38,16 +40,34 @@ from resnet_cli.engine.device import (
 )
 from resnet_cli.engine.distributed import DistInfo
 from resnet_cli.engine.inference import AutocastForward, predict_batches, to_device
-from resnet_cli.errors import CheckpointError, ConfigError, DatasetError, Interrupted, OutputExistsError, RunFailedError
-from resnet_cli.io.atomic import atomic_write_text
+from resnet_cli.engine.run_dir import (
+    RUN_FILES,
+    check_new_run_folder,
+    cleanup_failed_start,
+    clear_run,
+    data_fingerprint,
+    data_stat,
+    ensure_folder,
+    latest_run_dir,
+    numbered_run_dir,
+    verify_data_unchanged,
+    write_data_stat,
+)
+from resnet_cli.errors import (
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    Interrupted,
+    OutputExistsError,
+    ResnetError,
+    RunBusyError,
+    RunFailedError,
+)
+from resnet_cli.fs import atomic_write_bytes, atomic_write_text, record_owned, remove_stale_temporaries, run_lock
 from resnet_cli.io.checkpoint import read_project_checkpoint, save_checkpoint
 from resnet_cli.io.history import HISTORY_NAME, EpochRecord, write_history
 from resnet_cli.io.weights import adapt_state_dict, read_state_dict
 from resnet_cli.models import build_model, canonical_arch, depth_of
-
-#: Files a run folder owns; ``--force`` removes exactly these (and the derived ones below) before a new run.
-RUN_FILES = ("config.json", "classes.json", HISTORY_NAME, "last.pt", "best.pt", "run.json")
-DERIVED_PATTERNS = ("eval-*.json", "predictions-*.csv", "curves*.*", "confusion-*.*", "model.*")
 
 #: Options a resumed run may change; everything else must match the checkpoint.
 RESUMABLE_OVERRIDES = frozenset(
@@ -55,6 +75,9 @@ RESUMABLE_OVERRIDES = frozenset(
 )
 
 SIGNAL_NAMES = {2: "SIGINT", 15: "SIGTERM"}
+
+#: A parameter larger than this in magnitude means the run has blown up (trained ResNets stay below ~10).
+MAX_SANE_WEIGHT = 1e6
 
 
 @dataclass
@@ -166,19 +189,39 @@ def fit(
     *,
     resume: bool = False,
     force: bool = False,
-    callbacks: list[Callback] | tuple[Callback, ...] = (),
+    callbacks: Sequence[Callback] = (),
     stop: StopRequest | None = None,
     dist: DistInfo | None = None,
+    progress: bool = False,
 ) -> TrainResult:
     """Train a ResNet on a manifest's train part, validating on its val part every epoch.
 
+    Every check (options, device, data, manifest, ``init`` weights, the run folder) runs before the run
+    folder is touched; a start that fails before the first checkpoint leaves nothing behind. The run folder
+    is locked for the whole run (one writer at a time).
+
+    Args:
+        config: the run's options; ``config.out`` is the run folder (default ``runs/rDEPTH``, numbered
+            ``runs/rDEPTH-2``, ... when that one is taken).
+        resume: continue the run in ``config.out`` from its ``last.pt`` (CLI ``--resume``).
+        force: start over in a folder that holds a run, removing only the files that run recorded as its own
+            (CLI ``--force``).
+        callbacks: progress hooks (see :class:`resnet_cli.engine.callbacks.Callback`).
+        stop: set it (e.g. from a signal handler) to stop after the current step with a resumable checkpoint.
+        dist: this process's place under torchrun.
+        progress: also print plain progress lines on stderr (for notebooks and scripts).
+
     Raises:
-        ConfigError, DeviceError, DatasetError, CheckpointError, OutputExistsError: bad options or input.
-        RunFailedError: non-finite loss or weights, or a failed write.
+        ConfigError, DeviceError, DatasetError, CheckpointError, OutputExistsError, RunBusyError: bad options
+            or input.
+        RunFailedError: non-finite loss or weights, out of memory, or a failed write.
         Interrupted: ``stop`` was requested; a resumable ``last.pt`` was written first.
     """
     dist = dist or DistInfo()
     stop = stop or StopRequest()
+    callbacks = list(callbacks)
+    if progress:
+        callbacks.append(PrintProgress())
     check_options(config)
     # Devices first: a missing GPU is reported before any data is scanned.
     device, gpus = resolve_device(config.device, tuple(config.gpus))
@@ -192,10 +235,18 @@ def fit(
         device, gpus, resolve_precision(config.precision, device), resolve_channels_last(config.channels_last, device)
     )
     arch = canonical_arch(config.arch)
-    run_dir = Path(config.out) if config.out else default_run_dir(arch)
+    if config.out:
+        run_dir = Path(config.out)
+    elif resume:
+        run_dir = latest_run_dir(default_run_dir(arch))
+    elif dist.enabled:
+        run_dir = default_run_dir(arch)  # every rank must name the same folder without talking first
+    else:
+        run_dir = numbered_run_dir(default_run_dir(arch))
     distributed.init(dist, device)
     try:
-        return _fit(config, resume, force, callbacks, stop, dist, device, gpus, placement, arch, run_dir)
+        with contextlib.ExitStack() as hold:
+            return _fit(config, resume, force, callbacks, stop, dist, device, gpus, placement, arch, run_dir, hold)
     finally:
         distributed.shutdown(dist)
 
@@ -204,7 +255,7 @@ def _fit(
     config: TrainConfig,
     resume: bool,
     force: bool,
-    callbacks: list[Callback] | tuple[Callback, ...],
+    callbacks: list[Callback],
     stop: StopRequest,
     dist: DistInfo,
     device: torch.device,
@@ -212,37 +263,121 @@ def _fit(
     placement: Placement,
     arch: str,
     run_dir: Path,
+    hold: contextlib.ExitStack,
 ) -> TrainResult:
-    state = read_project_checkpoint(run_dir / "last.pt") if resume else None
-    if state is not None and state.get("loader") is None:
-        raise CheckpointError(f"{run_dir / 'last.pt'} is not resumable (no training state): start a new run")
-    if state is None:
-        # Rank 0 owns the folder; the others learn its verdict, so no rank is left waiting in a collective.
-        refusal = None
+    state = None
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise CheckpointError(
+                f"nothing to resume in {run_dir}: no last.pt there (leave out --resume to start a run"
+                + (", with --force to replace what is there)" if run_dir.is_dir() and any(run_dir.iterdir()) else ")")
+            )
         if dist.is_main:
-            try:
-                _prepare_run_dir(run_dir, force)
-            except (OutputExistsError, ConfigError) as exc:
-                refusal = exc
-        if distributed.any_rank([refusal is not None], dist, device)[0]:
-            raise refusal or OutputExistsError(f"rank 0 refused the run folder {run_dir}: see its message")
+            hold.enter_context(run_lock(run_dir, "train --resume"))
+        state = read_project_checkpoint(run_dir / "last.pt")
+        if state.get("loader") is None:
+            raise CheckpointError(f"{run_dir / 'last.pt'} is not resumable (no training state): start a new run")
 
+    # Every check that needs no folder runs here, before the run folder is touched.
     manifest = _load_manifest(config)
     train_rows, val_rows = manifest.part("train"), manifest.part("val")
     if not train_rows or not val_rows:
         raise DatasetError(f"{manifest.path} has {len(train_rows)} train and {len(val_rows)} val images: split again")
-    fingerprint = data_fingerprint(manifest)
 
     from resnet_cli.data.preprocess import resolve as resolve_preprocess
 
     if state is not None:
         pre = PreprocessConfig.from_dict(state["preprocess"])
         model_config = ModelConfig.from_dict(state["model_config"])
-        _check_resume_matches(state, manifest, fingerprint, arch, run_dir)
+        _check_resume_matches(state, manifest, arch, run_dir)
+        stat_table = verify_data_unchanged(run_dir, manifest) if dist.is_main else []
+        fingerprint = data_fingerprint(manifest)
     else:
         pre, small = resolve_preprocess(config, train_rows)
         model_config = ModelConfig(arch, len(manifest.classes), pre.in_channels, small)
+        stat_table = data_stat(manifest)
+        fingerprint = data_fingerprint(manifest)
+
+    cb = CallbackList(callbacks if dist.is_main else ())
+    seed = config.seed
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = build_model(
+        arch, model_config.num_classes, model_config.in_channels, model_config.small_input, config.zero_init_residual
+    )
+    init_notes = _load_init(model, config.init) if state is None and config.init else []
+
+    created = False
+    if state is None:
+        # Rank 0 owns the folder; the others learn its verdict, so no rank is left waiting in a collective.
+        refusal: ResnetError | None = None
+        if dist.is_main:
+            try:
+                folder = check_new_run_folder(run_dir, force)
+                created = ensure_folder(run_dir)
+                hold.enter_context(run_lock(run_dir, "train"))
+                if folder.is_run:
+                    clear_run(run_dir)
+            except (OutputExistsError, ConfigError, RunBusyError) as exc:
+                refusal = exc
+        if distributed.any_rank([refusal is not None], dist, device)[0]:
+            raise refusal or OutputExistsError(f"rank 0 refused the run folder {run_dir}: see its message")
+    if dist.is_main:
+        remove_stale_temporaries(run_dir)
+    try:
+        return _train(
+            config, state, cb, stop, dist, device, gpus, placement, arch, run_dir, manifest, pre, model_config,
+            model, init_notes, stat_table, fingerprint,
+        )  # fmt: skip
+    except BaseException as exc:
+        if state is None and dist.is_main and not isinstance(exc, Interrupted):
+            cleanup_failed_start(run_dir, created)
+        raise
+
+
+def _train(
+    config: TrainConfig,
+    state: dict[str, Any] | None,
+    cb: CallbackList,
+    stop: StopRequest,
+    dist: DistInfo,
+    device: torch.device,
+    gpus: tuple[int, ...],
+    placement: Placement,
+    arch: str,
+    run_dir: Path,
+    manifest: Manifest,
+    pre: PreprocessConfig,
+    model_config: ModelConfig,
+    model: nn.Module,
+    init_notes: list[str],
+    stat_table: list[list[Any]],
+    fingerprint: str,
+) -> TrainResult:
+    train_rows, val_rows = manifest.part("train"), manifest.part("val")
+    seed = config.seed
     workers = config.workers if config.workers is not None else default_workers()
+    if dist.is_main:
+        record_owned(run_dir, RUN_FILES)
+        if stat_table:
+            write_data_stat(run_dir, stat_table)
+        if state is None or not (run_dir / "manifest.csv").exists():
+            atomic_write_bytes(run_dir / "manifest.csv", manifest.path.read_bytes())
+
+    if state is None and pre.normalize == "dataset":
+        stats_set = ManifestDataset(
+            manifest.root,
+            train_rows,
+            manifest.classes,
+            eval_transform(pre, normalize=False),
+            pre.in_channels,
+            pre.background,
+        )
+        mean, std = compute_mean_std(stats_set, config.batch_size, workers)
+        pre = replace(pre, mean=mean, std=std)
     resolved = replace(
         config,
         arch=arch,
@@ -259,31 +394,17 @@ def _fit(
         gpus=tuple(gpus),
     )
 
-    cb = CallbackList(callbacks if dist.is_main else ())
-    seed = config.seed
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-
-    if state is None and pre.normalize == "dataset":
-        stats_set = ManifestDataset(
-            manifest.root,
-            train_rows,
-            manifest.classes,
-            eval_transform(pre, normalize=False),
-            pre.in_channels,
-            pre.background,
-        )
-        mean, std = compute_mean_std(stats_set, config.batch_size, workers)
-        pre = replace(pre, mean=mean, std=std)
-
     train_set = ManifestDataset(
         manifest.root, train_rows, manifest.classes, train_transform(pre), pre.in_channels, pre.background
     )
     val_set = ManifestDataset(
         manifest.root, val_rows, manifest.classes, eval_transform(pre), pre.in_channels, pre.background
+    )
+    # The honest side of the generalisation gap: a fixed, stratified train subset as large as val, measured
+    # like val (eval mode, no augmentation), not the running averages over augmented batches.
+    probe_rows = train_subset(train_rows, len(val_rows), seed)
+    probe_set = ManifestDataset(
+        manifest.root, probe_rows, manifest.classes, eval_transform(pre), pre.in_channels, pre.background
     )
     train_sampler = EpochBatchSampler(
         len(train_set), config.batch_size, seed, True, dist.rank, dist.world_size, train=True
@@ -291,17 +412,16 @@ def _fit(
     val_sampler = EpochBatchSampler(
         len(val_set), config.batch_size, seed, False, dist.rank, dist.world_size, train=False
     )
+    probe_sampler = EpochBatchSampler(
+        len(probe_set), config.batch_size, seed, False, dist.rank, dist.world_size, train=False
+    )
     pin = device.type == "cuda"
     train_loader = make_loader(train_set, train_sampler, workers, seed, pin)
     val_loader = make_loader(val_set, val_sampler, workers, seed + 1, pin)
+    probe_loader = make_loader(probe_set, probe_sampler, workers, seed + 2, pin)
 
-    model = build_model(
-        arch, model_config.num_classes, model_config.in_channels, model_config.small_input, config.zero_init_residual
-    )
-    if state is None and config.init:
-        notes = _load_init(model, config.init)
-        for note in notes:
-            cb.on_message(f"--init {config.init}: {note}")
+    for note in init_notes:
+        cb.on_message(f"--init {config.init}: {note}")
     model.to(device)
     if placement.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -369,8 +489,9 @@ def _fit(
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     run_config = _run_config(resolved, model_config, pre, manifest, fingerprint, placement, dist)
+    run_config["train_subset"] = {"images": len(probe_rows), "seed": seed}
     if dist.is_main:
-        atomic_write_text(run_dir / "config.json", json.dumps(run_config, indent=2) + "\n")
+        atomic_write_text(run_dir / "config.json", json.dumps(run_config, indent=2, ensure_ascii=False) + "\n")
         atomic_write_text(run_dir / "classes.json", json.dumps(manifest.classes, indent=2, ensure_ascii=False) + "\n")
     cb.on_train_start(
         {
@@ -380,6 +501,7 @@ def _fit(
             "preprocess": pre.to_dict(),
             "train_images": len(train_rows),
             "val_images": len(val_rows),
+            "train_subset_images": len(probe_rows),
             "epochs": config.epochs,
             "workers": workers,
             "world_size": dist.world_size,
@@ -391,8 +513,8 @@ def _fit(
         config=config, resolved=resolved, net=net, local=local, model=model, optimizer=optimizer, scheduler=scheduler,
         scaler=scaler, stopper=stopper, criterion=criterion, placement=placement, dist=dist, cb=cb, stop=stop,
         run_dir=run_dir, model_config=model_config, pre=pre, manifest=manifest, fingerprint=fingerprint,
-        history=history, best=best, train_loader=train_loader, val_loader=val_loader,
-        train_sampler=train_sampler,
+        history=history, best=best, train_loader=train_loader, val_loader=val_loader, probe_loader=probe_loader,
+        train_sampler=train_sampler, saved=(start_epoch, start_step),
     )  # fmt: skip
     stop_reason = loop.run(start_epoch, start_step, partial)
     result = TrainResult(
@@ -411,6 +533,22 @@ def _fit(
         atomic_write_text(run_dir / "run.json", json.dumps({**result.to_dict(), "finished": True}, indent=2) + "\n")
     cb.on_train_end(result)
     return result
+
+
+def train_subset(rows: Sequence[ManifestRow], size: int, seed: int) -> list[ManifestRow]:
+    """A fixed, seeded subset of ``rows`` of ``size`` images, stratified by class where the classes allow it."""
+    rows = list(rows)
+    if size >= len(rows):
+        return rows
+    from sklearn.model_selection import train_test_split
+
+    indices = list(range(len(rows)))
+    labels = [r.label for r in rows]
+    try:
+        chosen, _ = train_test_split(indices, train_size=size, stratify=labels, random_state=seed)
+    except ValueError:  # a class too small to stratify (or more classes than images)
+        chosen, _ = train_test_split(indices, train_size=size, random_state=seed)
+    return [rows[i] for i in sorted(chosen)]
 
 
 class EarlyStopping:
@@ -474,7 +612,9 @@ class _Loop:
     best: dict[str, Any]
     train_loader: Any
     val_loader: Any
+    probe_loader: Any  # the fixed train subset, measured like val
     train_sampler: EpochBatchSampler
+    saved: tuple[int, int]  # (epoch, step) that last.pt holds: epoch-end after `epoch` + `step` steps of the next
 
     def run(self, start_epoch: int, start_step: int, partial: dict[str, Any]) -> str:
         for epoch in range(start_epoch + 1, self.config.epochs + 1):
@@ -490,7 +630,7 @@ class _Loop:
             lr_after = self.optimizer.param_groups[0]["lr"]
             if self.dist.is_main:
                 # best.pt first: a crash in between leaves last.pt one epoch behind, which resumes exactly.
-                self._save(["best.pt", "last.pt"] if improved else ["last.pt"], epoch, 0, self.fresh_partial())
+                self._save(epoch, 0, self.fresh_partial(), best=improved)
                 write_history(self.run_dir / HISTORY_NAME, self.history)
             distributed.barrier(self.dist)
             self.cb.on_epoch_end(record, improved)
@@ -523,13 +663,12 @@ class _Loop:
         partial["epoch_time"] = time.perf_counter() - epoch_start
 
         self.cb.on_validation_start(epoch, len(self.val_loader))
-        loss_sum, correct, seen = 0.0, 0, 0
-        for logits, targets in predict_batches(self.local, self.val_loader, self.placement, self.cb, self.stop):
-            loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
-            correct += int((logits.argmax(1) == targets).sum())
-            seen += len(targets)
+        loss_sum, correct, seen = self._measure(self.val_loader, self.cb)
+        probe = self._measure(self.probe_loader, None)
         self._check_stop(epoch, steps, partial, epoch_start)
-        loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], self.dist, self.placement.device)
+        loss_sum, correct, seen, *probe = distributed.all_sum(
+            [loss_sum, correct, seen, *probe], self.dist, self.placement.device
+        )
         totals = distributed.all_sum(
             [partial["loss_sum"], partial["correct"], partial["seen"]], self.dist, self.placement.device
         )
@@ -549,8 +688,19 @@ class _Loop:
             lr=float(partial["lr"]),
             epoch_time=time.perf_counter() - epoch_start,
             images_per_s=totals[2] / max(partial["train_time"], 1e-9),
+            train_eval_loss=probe[0] / max(probe[2], 1),
+            train_eval_acc=probe[1] / max(probe[2], 1),
         )
         return record, improved
+
+    def _measure(self, loader: Any, cb: Callback | None) -> tuple[float, int, int]:
+        """Summed cross-entropy, correct predictions and images of ``loader``, in eval mode."""
+        loss_sum, correct, seen = 0.0, 0, 0
+        for logits, targets in predict_batches(self.local, loader, self.placement, cb, self.stop):
+            loss_sum += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            correct += int((logits.argmax(1) == targets).sum())
+            seen += len(targets)
+        return loss_sum, correct, seen
 
     def _train_steps(self, epoch: int, step: int, steps: int, partial: dict[str, Any], epoch_start: float) -> int:
         self.net.train()
@@ -559,8 +709,11 @@ class _Loop:
             step += 1
             x = to_device(x, self.placement)
             y = y.to(self.placement.device, non_blocking=True)
-            logits = self.net(x)
-            loss = self.criterion(logits.float(), y)
+            try:
+                logits = self.net(x)
+                loss = self.criterion(logits.float(), y)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                raise self._out_of_memory(exc, epoch, step) from None
             loss_value = float(loss.detach())
             bad = not math.isfinite(loss_value)
             if self.config.label_smoothing:
@@ -573,12 +726,14 @@ class _Loop:
             flags = distributed.any_rank([bad, self.stop.requested], self.dist, self.placement.device)
             if flags[0]:
                 raise RunFailedError(
-                    f"loss became {loss_value} at epoch {epoch}, step {step}: the run diverged; last.pt keeps the "
-                    f"last good state: lower --lr (it is {self.optimizer.param_groups[0]['lr']:.3g}) "
-                    "or use --precision fp32"
+                    f"loss became {loss_value} at epoch {epoch}, step {step}: the run diverged; {self._kept()}: "
+                    f"lower --lr (it is {self.optimizer.param_groups[0]['lr']:.3g}) or use --precision fp32"
                 )
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            try:
+                self.scaler.scale(loss).backward()
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                raise self._out_of_memory(exc, epoch, step) from None
             self.scaler.step(self.optimizer)
             self.scaler.update()
             batch = len(y)
@@ -603,7 +758,7 @@ class _Loop:
                 self._interrupt(epoch, step, partial)
             if self.config.save_every and step % self.config.save_every == 0 and step < steps and self.dist.is_main:
                 partial["epoch_time"] = now - epoch_start
-                self._save(["last.pt"], epoch - 1, step, partial)
+                self._save(epoch - 1, step, partial)
             if step >= steps:
                 break
         return step
@@ -616,7 +771,7 @@ class _Loop:
 
     def _interrupt(self, epoch: int, step: int, partial: dict[str, Any]) -> None:
         if self.dist.is_main:
-            self._save(["last.pt"], epoch - 1, step, partial)
+            self._save(epoch - 1, step, partial)
             write_history(self.run_dir / HISTORY_NAME, self.history)
         distributed.barrier(self.dist)
         signum = self.stop.signal or 2
@@ -627,16 +782,67 @@ class _Loop:
             128 + signum,
         )
 
-    def _save(self, names: list[str], epoch: int, batches_done: int, partial: dict[str, Any]) -> None:
-        """One checkpoint, serialised once and written to each of ``names`` in the run folder, in order."""
-        payload = {
-            "model": {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+    def _kept(self) -> str:
+        epoch, step = self.saved
+        if not (self.run_dir / "last.pt").exists():
+            return "no checkpoint was written yet"
+        where = f"the end of epoch {epoch}" if not step else f"epoch {epoch + 1}, step {step}"
+        return f"last.pt keeps the last sane state, from {where}"
+
+    def _out_of_memory(self, exc: BaseException, epoch: int, step: int) -> BaseException:
+        text = str(exc)
+        if (
+            not isinstance(exc, torch.OutOfMemoryError)
+            and "can't allocate memory" not in text
+            and ("out of memory" not in text.lower())
+        ):
+            return exc
+        batch = self.config.batch_size
+        if (self.run_dir / "last.pt").exists():
+            # The batch size cannot change on resume (the data order depends on it): start over instead.
+            then = (
+                f"{self._kept()}; start over with 'resnet train --force --out {self.run_dir} "
+                f"--batch-size {max(1, batch // 2)}' (a resumed run keeps its batch size)"
+            )
+        else:
+            then = f"nothing was kept; run again with --batch-size {max(1, batch // 2)}"
+        return RunFailedError(
+            f"out of memory at epoch {epoch}, step {step} with --batch-size {batch} and --image-size "
+            f"{self.pre.image_size} on {self.placement.device}: {then}, or use a smaller --image-size or --arch"
+        )
+
+    def _save(self, epoch: int, batches_done: int, partial: dict[str, Any], best: bool = False) -> None:
+        """Write last.pt (the full training state) and, with ``best``, best.pt (weights and metadata only) first.
+
+        Weights that are non-finite or have blown up are never written: the previous checkpoints stay.
+        """
+        weights = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        largest = max(
+            (float(p.detach().abs().max()) for p in self.model.parameters() if p.is_floating_point() and p.numel()),
+            default=0.0,
+        )
+        if not math.isfinite(largest) or largest > MAX_SANE_WEIGHT:
+            raise RunFailedError(
+                f"the weights blew up at epoch {epoch + (1 if batches_done else 0)} (largest magnitude "
+                f"{largest:.3g}): the run diverged; {self._kept()}: lower --lr (it is "
+                f"{self.optimizer.param_groups[0]['lr']:.3g}) or use --precision fp32"
+            )
+        summary = {
+            "model": weights,
             "model_config": self.model_config.to_dict(),
             "classes": list(self.manifest.classes),
             "preprocess": self.pre.to_dict(),
             "config": self.resolved.to_dict(),
             "precision": self.placement.precision,
             "epoch": epoch,
+            "best": dict(self.best),
+            "manifest_sha256": self.manifest.csv_sha256,
+            "versions": _versions(),
+        }
+        if best:
+            save_checkpoint(self.run_dir / "best.pt", summary)
+        payload = {
+            **summary,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.placement.uses_scaler else None,
@@ -651,31 +857,10 @@ class _Loop:
             },
             "partial": dict(partial),
             "history": [r.to_dict() for r in self.history],
-            "best": dict(self.best),
-            "manifest_sha256": self.manifest.csv_sha256,
             "data_fingerprint": self.fingerprint,
-            "versions": _versions(),
         }
-        save_checkpoint([self.run_dir / name for name in names], payload)
-
-
-def _prepare_run_dir(run_dir: Path, force: bool) -> None:
-    existing = [n for n in RUN_FILES if (run_dir / n).exists()]
-    if existing and not force:
-        raise OutputExistsError(
-            f"{run_dir} already holds a run ({', '.join(existing)}): pass --resume to continue it, --force to "
-            "start over, or --out for a new folder"
-        )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is a file: give a folder for the run")
-    if force:
-        for name in RUN_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        for pattern in DERIVED_PATTERNS:
-            for path in run_dir.glob(pattern):
-                if path.is_file():
-                    path.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.run_dir / "last.pt", payload)
+        self.saved = (epoch, batches_done)
 
 
 def _load_manifest(config: TrainConfig) -> Manifest:
@@ -690,33 +875,7 @@ def _load_manifest(config: TrainConfig) -> Manifest:
     return read_manifest(default_manifest_path(data), root=data)
 
 
-def data_fingerprint(manifest: Manifest) -> str:
-    """Hash of every listed file's path and size: cheap (no reads), and catches added, removed or replaced
-    files.
-
-    Raises:
-        DatasetError: a listed file is missing.
-    """
-    import hashlib
-
-    digest = hashlib.sha256()
-    missing = []
-    for row in manifest.rows:
-        try:
-            size = (manifest.root / row.path).stat().st_size
-        except OSError:
-            missing.append(row.path)
-            continue
-        digest.update(f"{row.path}\0{size}\n".encode())
-    if missing:
-        raise DatasetError(
-            f"{len(missing)} image(s) of {manifest.path} are missing under {manifest.root}, e.g. {missing[0]}: "
-            "pass --data with the folder that holds them, or run 'resnet split' again"
-        )
-    return digest.hexdigest()
-
-
-def _check_resume_matches(state: dict, manifest: Manifest, fingerprint: str, arch: str, run_dir: Path) -> None:
+def _check_resume_matches(state: dict[str, Any], manifest: Manifest, arch: str, run_dir: Path) -> None:
     saved_arch = state["model_config"]["arch"]
     if saved_arch != arch:
         raise ConfigError(f"cannot resume {run_dir}: it trains {saved_arch}, not {arch}")
@@ -731,15 +890,10 @@ def _check_resume_matches(state: dict, manifest: Manifest, fingerprint: str, arc
             f"cannot resume {run_dir}: {manifest.path} differs from the manifest the run started with "
             "(re-split?): start a new run with --out"
         )
-    if state["data_fingerprint"] != fingerprint:
-        raise DatasetError(
-            f"cannot resume {run_dir}: image files under {manifest.root} changed size since the run started: "
-            "restore them or start a new run"
-        )
 
 
 def _load_init(model: nn.Module, source: str) -> list[str]:
-    state = read_state_dict(source)
+    state = read_state_dict(source, expected_parameters=sum(t.numel() for t in model.state_dict().values()))
     adapted, notes = adapt_state_dict(state, model, source)
     model.load_state_dict(adapted, strict=False)
     return [f"loaded {len(adapted)} tensors", *notes]

@@ -106,6 +106,4 @@ def read_history(path: str | os.PathLike[str]) -> list[EpochRecord]:
 
 def has_honest_train(records: list[EpochRecord]) -> bool:
     """Whether every record carries the eval-mode train-subset figures."""
-    return bool(records) and all(
-        r.train_eval_loss is not None and math.isfinite(r.train_eval_loss) for r in records
-    )
+    return bool(records) and all(r.train_eval_loss is not None and math.isfinite(r.train_eval_loss) for r in records)
