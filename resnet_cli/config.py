@@ -48,7 +48,7 @@ class ModelConfig(_Dict):
     arch: str = "resnet34"  # canonical name, see resnet_cli.models.list_models()
     num_classes: int = 1000
     in_channels: int = 3  # 1 for greyscale data
-    small_input: bool = False  # 3x3 stride-1 stem without max-pool, for images of about 32 px or less
+    small_input: bool = False  # 3x3 stride-1 stem without max-pool: train turns it on at 64 px or less
 
 
 @dataclass(frozen=True)

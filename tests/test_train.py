@@ -315,6 +315,8 @@ def test_gpus_without_cuda_fails_before_reading_data(tmp_path):
         (["--lr-factor", "2"], "--lr-factor must be between 0 and 1"),
         (["--resume"], "nothing to resume"),
         (["--init", "missing.pth"], "does not exist"),
+        (["--split", "val"], "--split names a part on eval"),
+        (["--manifest", "val"], "is a part name, not a manifest file"),
     ],
 )
 def test_bad_options(small_split, tmp_path, args, fragment):
@@ -417,3 +419,13 @@ def test_compiled_model_trains_and_saves_clean_keys(small_split, tmp_path):
     keys = load(out / "last.pt")["model"].keys()
     assert keys == build_model(18, num_classes=10, in_channels=1, small_input=True).state_dict().keys()
     assert json.loads((out / "config.json").read_text())["train"]["compile"] is True
+
+
+def test_split_is_the_old_name_of_manifest(small_split, tmp_path):
+    proc = run_cli(
+        "train", "--data", small_split, "--split", small_split / "manifest.csv", *FAST, "--epochs", "1",
+        "--max-steps", "1", "--out", tmp_path / "run",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "now --manifest" in proc.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["manifest"]["path"].endswith("manifest.csv")

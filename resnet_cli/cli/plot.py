@@ -51,7 +51,7 @@ def plot(
 
     result = plot_runs(runs, out=out, metric=metric, force=force)
     for note in result.notes:
-        console.info_line(note, quiet)
+        console.info_line(note)
     for warning in result.warnings:
         console.warning_line(warning)
     if json_out:

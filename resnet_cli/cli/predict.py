@@ -54,7 +54,7 @@ def predict(
         _table(result)
     for p in result.predictions:
         if p.error:
-            console.warning_line(f"{p.path}: {p.error}", quiet)
+            console.warning_line(f"{p.path}: {p.error}")
     if result.failed:
         console.error_line(f"{result.failed} of {len(result.predictions)} image(s) could not be read")
         raise typer.Exit(1)

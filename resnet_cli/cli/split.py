@@ -98,8 +98,7 @@ def split(
     if json_out:
         console.print_json(result.to_dict())
         return
-    if not quiet:
-        _render(result.to_dict())
+    _render(result.to_dict())  # report_console applies --quiet (the table stays in a terminal: it is the result)
     console.print_path(result.manifest.path)
 
 

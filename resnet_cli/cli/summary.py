@@ -28,7 +28,8 @@ def summary(
     num_classes: Annotated[int, typer.Option("--num-classes", help="Classifier outputs.")] = 1000,
     in_channels: Annotated[int, typer.Option("--in-channels", help="1 for greyscale, 3 for RGB.")] = 3,
     small_input: Annotated[
-        bool, typer.Option("--small-input", help="3x3 stride-1 stem without max-pool (images <= 32 px).")
+        bool,
+        typer.Option("--small-input", help="3x3 stride-1 stem, no max-pool (train turns it on at <= 64 px)."),
     ] = False,
     depth: Annotated[int, typer.Option("--depth", help="1: stem and stages, 2: blocks, 3: every layer.")] = 2,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch dimension of the shapes shown.")] = 1,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -16,9 +15,10 @@ from resnet_cli.cli.options import Arch, BatchSize, Device, Force, Json, Quiet
 from resnet_cli.cli.progress import training_callback
 
 # CLI parameter name -> TrainConfig field, for options whose names differ.
-_FIELD = {"split": "manifest", "max_steps": "max_steps_per_epoch", "compile_model": "compile"}
+_FIELD = {"max_steps": "max_steps_per_epoch", "compile_model": "compile"}
 # CLI parameters that steer the command rather than describe the run.
-_NOT_CONFIG = ("resume", "force", "json_out", "quiet")
+_NOT_CONFIG = ("resume", "force", "json_out", "quiet", "split")
+_PARTS = ("train", "val", "test")
 
 
 def train(
@@ -26,9 +26,13 @@ def train(
     data: Annotated[Path, typer.Option("--data", "-d", help="ImageFolder root holding the split manifest.")] = Path(
         "data"
     ),
-    split: Annotated[
+    manifest: Annotated[
         Path | None,
-        typer.Option("--split", help="Manifest CSV [default: DATA/manifest.csv].", show_default=False),
+        typer.Option("--manifest", help="Manifest CSV [default: DATA/manifest.csv].", show_default=False),
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option("--split", hidden=True, help="Old name of --manifest (until 0.3).", show_default=False),
     ] = None,
     arch: Arch = "34",
     out: Annotated[
@@ -120,11 +124,22 @@ def train(
     from resnet_cli.engine.device import parse_gpus
     from resnet_cli.engine.run_dir import latest_run_dir
     from resnet_cli.engine.train import default_run_dir, fit, resume_config
+    from resnet_cli.errors import ConfigError
     from resnet_cli.models import canonical_arch
 
+    if split is not None:
+        if split in _PARTS:
+            raise ConfigError(
+                f"--split names a part on eval; train trains on the train part and validates on val: pass "
+                f"--manifest FILE to train from another manifest (got --split {split})"
+            )
+        if manifest is not None:
+            raise ConfigError("--split is the old name of --manifest: pass only --manifest")
+        console.warning_line("--split FILE is now --manifest FILE; --split will be removed in 0.3")
+        manifest = Path(split)
     values = dict(ctx.params)
     values["gpus"] = parse_gpus(gpus)
-    values["split"] = str(split) if split else None
+    values["manifest"] = str(manifest) if manifest else None
     values["data"] = str(data)
     values["init"] = str(init) if init else None
     values["out"] = str(out) if out else None
@@ -150,8 +165,7 @@ def train(
     if json_out:
         console.print_json(result.to_dict())
         return
-    if not quiet or sys.stdout.isatty():  # in a terminal the summary is the result, --quiet or not
-        _render(result)
+    _render(result)  # report_console: the result in a terminal (even with --quiet); stderr chatter otherwise
     console.print_path(result.run_dir)
 
 

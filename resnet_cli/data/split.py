@@ -515,7 +515,13 @@ def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | N
     if path.is_dir():
         path = default_manifest_path(path)
     if not path.is_file():
-        raise DatasetError(f"no split manifest at {path}: run 'resnet split {path.parent} --val 0.2' first")
+        if not path.suffix and path.name in PARTS:
+            raise DatasetError(
+                f"'{path}' is a part name, not a manifest file: pass --manifest FILE, or --data DIR for the "
+                "data folder that holds manifest.csv"
+            )
+        folder = "DATA_DIR" if str(path.parent) == "." else str(path.parent)
+        raise DatasetError(f"no split manifest at {path}: run 'resnet split {folder} --val 0.2' first")
     side = sidecar_path(path)
     try:
         raw = path.read_bytes()

@@ -81,7 +81,7 @@ def build_model(
         arch: ``18``, ``34``, ``50``, ``101``, ``152`` or a ``"resnet34"``-style name.
         num_classes: size of the classifier's output.
         in_channels: input channels (1 for greyscale data).
-        small_input: 3x3 stride-1 stem without max-pool, for images of about 32 px or less.
+        small_input: 3x3 stride-1 stem without max-pool, for small images (train turns it on at 64 px or less).
         zero_init_residual: zero-init each block's last BatchNorm.
 
     Raises:

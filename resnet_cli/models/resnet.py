@@ -104,8 +104,9 @@ class ResNet(nn.Module):
         layers: blocks per stage, e.g. ``[3, 4, 6, 3]`` for ResNet-34.
         num_classes: size of the classifier's output.
         in_channels: channels of the input images (1 for greyscale, 3 for RGB).
-        small_input: use a 3x3 stride-1 first convolution and no max-pool, for images of about 32 px or
-            less (the CIFAR-style stem). The parameter names do not change, only the first kernel's shape.
+        small_input: use a 3x3 stride-1 first convolution and no max-pool, for small images (``resnet train``
+            turns it on at 64 px or less; the CIFAR-style stem). The parameter names do not change, only the
+            first kernel's shape.
         zero_init_residual: start each block's last BatchNorm at zero so every block begins as the identity.
         norm_layer: normalisation factory; ``nn.BatchNorm2d`` by default.
     """
