@@ -6,11 +6,36 @@ SIGINT/SIGTERM after writing a resumable checkpoint.
 
 from __future__ import annotations
 
+import contextvars
+import re
+
+#: Who is asking: "cli" (set by the ``resnet`` command) or "api" (Python callers, the default). Messages name
+#: the command-line flags for the former and the keyword arguments for the latter.
+SURFACE: contextvars.ContextVar[str] = contextvars.ContextVar("resnet_cli_surface", default="api")
+
+_SWITCHES = {"force", "resume", "quiet", "json", "compile", "hflip", "dedupe", "skip-bad", "drop-small"}
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
+
+
+def api_wording(message: str) -> str:
+    """``message`` with command-line flags spoken as Python arguments (``--force`` -> ``force=True``,
+    ``--batch-size 32`` -> ``batch_size 32``), leaving quoted commands (``'resnet split data --val 0.2'``) alone."""
+    parts = message.split("'")
+    for i in range(0, len(parts), 2):  # outside single quotes
+        parts[i] = _FLAG.sub(
+            lambda m: m.group(1).replace("-", "_") + ("=True" if m.group(1) in _SWITCHES else ""), parts[i]
+        )
+    return "'".join(parts)
+
 
 class ResnetError(Exception):
     """Base class: a problem the user can fix, described in one line."""
 
     exit_code: int = 2
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return text if SURFACE.get() == "cli" else api_wording(text)
 
 
 class ConfigError(ResnetError):

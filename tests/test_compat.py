@@ -46,7 +46,9 @@ def old_run(old_code, small_split, tmp_path_factory) -> Path:
         [sys.executable, "-m", "resnet_cli", "train", "--data", str(small_split), "--arch", "18",
          "--batch-size", "16", "--workers", "0", "--epochs", "1", "--out", str(out)],
         env={**os.environ, "PYTHONPATH": str(old_code)}, capture_output=True, text=True, timeout=600,
+        cwd=old_code,  # `python -m` puts the working folder first on the path
     )  # fmt: skip
+    assert "optimizer" in torch.load(out / "best.pt", weights_only=True)  # 0.1.0's full best.pt: the old code ran
     assert proc.returncode == 0, proc.stderr
     return out
 
@@ -55,7 +57,6 @@ def test_a_0_1_0_run_resumes_and_evaluates(old_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(old_run, run)
     old_last = torch.load(run / "last.pt", weights_only=True)
-    assert "optimizer" in torch.load(run / "best.pt", weights_only=True)  # 0.1.0's full best.pt
     evaluated = run_cli("eval", run, "--quiet")
     assert evaluated.returncode == 0, evaluated.stderr
     resumed = run_cli("train", "--resume", "--out", run, "--epochs", "2", "--max-steps", "2")

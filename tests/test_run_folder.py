@@ -188,8 +188,13 @@ def test_files_honour_the_umask(small_split, tmp_path):
     assert proc.returncode == 0, proc.stderr
     for name in ("last.pt", "best.pt", "config.json", "history.csv", "manifest.csv", "run.json"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o664, name
-    proc = run_cli("split", tmp_path / "none", preexec_fn=lambda: os.umask(0o077))
-    assert proc.returncode == 2
+    assert run_cli("plot", out, preexec_fn=lambda: os.umask(0o027)).returncode == 0
+    assert stat.S_IMODE((out / "curves.png").stat().st_mode) == 0o640
+    data = tmp_path / "data"
+    assert run_cli("sample-data", data, "--per-class", "3", preexec_fn=lambda: os.umask(0o022)).returncode == 0
+    assert run_cli("split", data, "--val", "0.34", preexec_fn=lambda: os.umask(0o022)).returncode == 0
+    assert stat.S_IMODE(next(data.glob("*/*.png")).stat().st_mode) == 0o644
+    assert stat.S_IMODE((data / "manifest.csv").stat().st_mode) == 0o644
 
 
 def test_a_failed_start_leaves_nothing(small_split, tmp_path):
@@ -366,3 +371,18 @@ def test_out_of_memory_gives_advice_and_leaves_a_coherent_folder(small_split, tm
     line = one_error_line(proc)
     assert "out of memory" in line and "--batch-size 160" in line and "--batch-size 80" in line
     assert not out.exists()  # nothing half-made: the same command with a smaller batch starts cleanly
+
+
+def test_python_callers_are_told_argument_names_not_flags(small_split, tmp_path):
+    from resnet_cli.errors import OutputExistsError
+
+    out = tmp_path / "run"
+    config = TrainConfig(
+        data=str(small_split), arch="18", epochs=1, batch_size=16, out=str(out), workers=0, max_steps_per_epoch=1
+    )
+    fit(config)
+    with pytest.raises(OutputExistsError) as caught:
+        fit(config)
+    assert "resume=True" in str(caught.value) and "force=True" in str(caught.value) and "--" not in str(caught.value)
+    cli = run_cli("train", "--data", small_split, *FAST, "--epochs", "1", "--out", out)
+    assert "--resume" in cli.stderr and "--force" in cli.stderr  # the command line still speaks flags

@@ -51,7 +51,7 @@ def test_real_run_beats_chance_and_writes_the_run_folder(digits_split, tmp_path)
     proc = run_cli("train", "--data", digits_split, *FAST, "--batch-size", "32", "--epochs", "2", "--out", out)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{out}\n"
-    assert "epoch   2" in proc.stderr and "img/s" in proc.stderr  # one plain line per epoch outside a terminal
+    assert "epoch 2/2" in proc.stderr and "img/s" in proc.stderr  # one plain line per epoch outside a terminal
     assert {"config.json", "classes.json", "history.csv", "last.pt", "best.pt", "run.json"} <= {
         p.name for p in out.iterdir()
     }

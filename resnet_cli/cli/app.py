@@ -20,7 +20,7 @@ from typer.core import TyperCommand, TyperGroup
 from resnet_cli import __version__
 from resnet_cli.cli import console
 from resnet_cli.cli.console import PipeClosed
-from resnet_cli.errors import Interrupted, ResnetError
+from resnet_cli.errors import SURFACE, Interrupted, ResnetError
 
 try:  # typer >= 0.2x vendors click; older releases depend on it
     from typer._click.exceptions import UsageError
@@ -68,12 +68,15 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         console.set_quiet(False)
+        surface = SURFACE.set("cli")  # errors name the flags, not the Python arguments
         try:
             return self._invoke_reporting_errors(ctx)
         except BrokenPipeError:  # raised while reporting an error to a closed stderr
             if _reader_gone():
                 raise PipeClosed from None
             raise
+        finally:
+            SURFACE.reset(surface)
 
     def _invoke_reporting_errors(self, ctx: Any) -> Any:
         try:
