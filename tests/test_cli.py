@@ -88,3 +88,25 @@ def test_module_entry_point_and_unknown_command():
     proc = subprocess.run([sys.executable, "-m", "resnet_cli", "sumary"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "summary" in proc.stderr  # suggests the right name
+
+
+def test_eval_and_split_refuse_a_negative_worker_count_in_one_line(small_split, tmp_path):
+    # One --workers policy: before it, eval handed -1 to the DataLoader and split quietly ran with one process.
+    for args in (
+        ["eval", str(tmp_path / "run"), "--workers", "-1"],
+        ["split", str(small_split), "--out", str(tmp_path / "m.csv"), "--workers", "-1"],
+    ):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.stderr)
+        assert result.stderr.startswith("error: --workers") and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_split_takes_the_shared_workers_option_and_every_count_gives_one_manifest(small_split, tmp_path):
+    # The automatic choice (whatever this machine's CPUs give) and an explicit count split identically.
+    manifests = []
+    for name, extra in (("auto.csv", []), ("serial.csv", ["--workers", "0"]), ("pool.csv", ["-j", "2"])):
+        result = invoke("split", str(small_split), "--val", "0.2", "--out", str(tmp_path / name), "-q", *extra)
+        assert result.exit_code == 0, result.stderr
+        manifests.append((tmp_path / name).read_text())
+    assert manifests[0] == manifests[1] == manifests[2]

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import PART_CHOICES, Device, Force, InferencePrecision, Json, Quiet, complete_from
+from resnet_cli.cli.options import (
+    PART_CHOICES,
+    Device,
+    Force,
+    InferencePrecision,
+    Json,
+    Quiet,
+    Workers,
+    complete_from,
+)
 from resnet_cli.cli.progress import task_progress
 from resnet_cli.engine.callbacks import Callback
 
@@ -40,7 +49,7 @@ def eval_command(
     ] = None,
     device: Device = "auto",
     precision: InferencePrecision = "auto",
-    workers: Annotated[int, typer.Option("--workers", "-j", help="Data-loading processes.")] = 0,
+    workers: Workers = None,
     save: Annotated[
         bool, typer.Option("--save/--no-save", help="Write `eval-SPLIT.json` and `predictions-SPLIT.csv`.")
     ] = True,

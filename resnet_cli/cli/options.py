@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from resnet_cli.config import WORKERS_HELP
 
 
 def complete_from(*choices: str) -> Callable[[str], list[str]]:
@@ -15,6 +18,21 @@ def complete_from(*choices: str) -> Callable[[str], list[str]]:
         return [c for c in choices if c.startswith(incomplete)]
 
     return complete
+
+
+def field_option(config: type, name: str, **cli: Any) -> Any:
+    """The ``typer.Option`` that the dataclass field ``config.name`` declares: its help, and its flag and short
+    alias (``--field-name`` unless the field names another). ``cli`` adds what only the command line has, such
+    as shell completion. The default stays the parameter's own (``= DEFAULTS.name``), so it shows in the
+    signature; tests/test_config.py checks that it is the field's.
+    """
+    spec = next(f for f in dataclasses.fields(config) if f.name == name)
+    decls = [spec.metadata.get("flag", "--" + name.replace("_", "-"))]
+    if "short" in spec.metadata:
+        decls.append(spec.metadata["short"])
+    if spec.default is None or spec.default == ():  # automatic: the help says what it resolves to
+        cli.setdefault("show_default", False)
+    return typer.Option(*decls, help=spec.metadata["help"], **cli)
 
 
 ARCH_CHOICES = ("18", "34", "50", "101", "152", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -43,3 +61,5 @@ InferencePrecision = Annotated[
         "--precision", help="auto (as trained), fp32, bf16 or fp16.", autocompletion=complete_from(*PRECISION_CHOICES)
     ),
 ]
+#: One meaning of ``--workers`` on every command (train, eval, split); the policy is resnet_cli.config.resolve_workers.
+Workers = Annotated[int | None, typer.Option("--workers", "-j", help=WORKERS_HELP, show_default=False)]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import Force, Json, Quiet
+from resnet_cli.cli.options import Force, Json, Quiet, Workers
 from resnet_cli.cli.progress import task_progress
 
 
@@ -57,9 +57,7 @@ def split(
             show_default=False,
         ),
     ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", help="Processes decoding images [default: all CPUs].", show_default=False)
-    ] = None,
+    workers: Workers = None,
     force: Force = False,
     json_out: Json = False,
     quiet: Quiet = False,

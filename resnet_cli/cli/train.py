@@ -3,111 +3,86 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import Arch, BatchSize, Device, Force, Json, Quiet
+from resnet_cli.cli.options import (
+    ARCH_CHOICES,
+    PRECISION_CHOICES,
+    Force,
+    Json,
+    Quiet,
+    Workers,
+    complete_from,
+    field_option,
+)
 from resnet_cli.cli.progress import training_callback
+from resnet_cli.config import TrainConfig
 
-# CLI parameter name -> TrainConfig field, for options whose names differ.
-_FIELD = {"max_steps": "max_steps_per_epoch", "compile_model": "compile"}
-# CLI parameters that steer the command rather than describe the run.
-_NOT_CONFIG = ("resume", "force", "json_out", "quiet", "split")
+# Every TrainConfig option takes its flag and help from its field (field_option) and its default from DEFAULTS;
+# the parameters are named as the fields, so ctx.params maps onto TrainConfig without glue.
+DEFAULTS = TrainConfig()
+FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 _PARTS = ("train", "val", "test")
+
+
+def _opt(name: str, **cli: Any) -> Any:
+    return field_option(TrainConfig, name, **cli)
 
 
 def train(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Option("--data", "-d", help="ImageFolder root holding the split manifest.")] = Path(
-        "data"
-    ),
-    manifest: Annotated[
+    config_file: Annotated[
         Path | None,
-        typer.Option("--manifest", help="Manifest CSV [default: DATA/manifest.csv].", show_default=False),
+        typer.Option(
+            "--config",
+            help="TOML file of training options (keys as the options here, e.g. batch_size), or a run's "
+            "config.json to repeat that run; flags given here override it.",
+            show_default=False,
+        ),
     ] = None,
+    data: Annotated[Path, _opt("data")] = Path(DEFAULTS.data),
+    manifest: Annotated[Path | None, _opt("manifest")] = None,
     split: Annotated[
         str | None,
         typer.Option("--split", hidden=True, help="Old name of --manifest (until 0.3).", show_default=False),
     ] = None,
-    arch: Arch = "34",
-    out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Run folder [default: `runs/rDEPTH`].", show_default=False)
-    ] = None,
-    epochs: Annotated[int, typer.Option("--epochs", "-e", help="Maximum epochs (early stopping may end sooner).")] = 30,
-    batch_size: BatchSize = 64,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
-    weight_decay: Annotated[
-        float, typer.Option("--weight-decay", help="AdamW weight decay (not on norms/biases).")
-    ] = 0.05,
-    image_size: Annotated[
-        int | None,
-        typer.Option(
-            "--image-size", help="Input side in px [default: from the images; 224 for photos].", show_default=False
-        ),
-    ] = None,
-    small_input: Annotated[
-        bool | None,
-        typer.Option(
-            "--small-input/--no-small-input", help="3x3 stride-1 stem [default: on for <= 64 px].", show_default=False
-        ),
-    ] = None,
-    in_channels: Annotated[
-        int | None,
-        typer.Option("--in-channels", help="1 or 3 [default: 1 if all images are greyscale].", show_default=False),
-    ] = None,
-    augment: Annotated[
-        str | None,
-        typer.Option("--augment", help="rrc, crop or none [default: crop for <= 64 px, else rrc].", show_default=False),
-    ] = None,
-    hflip: Annotated[bool, typer.Option("--hflip/--no-hflip", help="Random horizontal flips.")] = False,
-    normalize: Annotated[
-        str, typer.Option("--normalize", help="imagenet, or dataset (train-part mean/std).")
-    ] = "imagenet",
-    patience: Annotated[int, typer.Option("--patience", help="Early stopping: epochs without val-loss gain.")] = 8,
-    min_delta: Annotated[float, typer.Option("--min-delta", help="Early stopping: smallest gain that counts.")] = 0.0,
-    lr_patience: Annotated[int, typer.Option("--lr-patience", help="Epochs of plateau before lowering the LR.")] = 3,
-    lr_factor: Annotated[float, typer.Option("--lr-factor", help="LR multiplier on a plateau.")] = 0.1,
-    min_lr: Annotated[float, typer.Option("--min-lr", help="Lowest learning rate.")] = 1e-6,
-    label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Cross-entropy label smoothing.")] = 0.0,
-    zero_init_residual: Annotated[
-        bool, typer.Option("--zero-init-residual", help="Zero-init each block's last BatchNorm.")
-    ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, order and augmentation.")] = 42,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            "-j",
-            help="Data-loading processes [default: 0 on <= 2 CPUs, else min(4, CPUs-1)].",
-            show_default=False,
-        ),
-    ] = None,
-    device: Device = "auto",
-    gpus: Annotated[
-        str | None, typer.Option("--gpus", help="DataParallel over these CUDA devices, e.g. 0,1.", show_default=False)
-    ] = None,
-    precision: Annotated[str, typer.Option("--precision", help="auto, fp32, bf16 or fp16.")] = "auto",
-    channels_last: Annotated[
-        bool | None,
-        typer.Option(
-            "--channels-last/--no-channels-last", help="Memory format [default: on for CUDA].", show_default=False
-        ),
-    ] = None,
-    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    arch: Annotated[str, _opt("arch", autocompletion=complete_from(*ARCH_CHOICES))] = DEFAULTS.arch,
+    out: Annotated[Path | None, _opt("out")] = None,
+    epochs: Annotated[int, _opt("epochs")] = DEFAULTS.epochs,
+    batch_size: Annotated[int, _opt("batch_size")] = DEFAULTS.batch_size,
+    lr: Annotated[float, _opt("lr")] = DEFAULTS.lr,
+    weight_decay: Annotated[float, _opt("weight_decay")] = DEFAULTS.weight_decay,
+    image_size: Annotated[int | None, _opt("image_size")] = None,
+    small_input: Annotated[bool | None, _opt("small_input")] = None,
+    in_channels: Annotated[int | None, _opt("in_channels")] = None,
+    augment: Annotated[str | None, _opt("augment")] = None,
+    hflip: Annotated[bool, _opt("hflip")] = DEFAULTS.hflip,
+    normalize: Annotated[str, _opt("normalize")] = DEFAULTS.normalize,
+    patience: Annotated[int, _opt("patience")] = DEFAULTS.patience,
+    min_delta: Annotated[float, _opt("min_delta")] = DEFAULTS.min_delta,
+    lr_patience: Annotated[int, _opt("lr_patience")] = DEFAULTS.lr_patience,
+    lr_factor: Annotated[float, _opt("lr_factor")] = DEFAULTS.lr_factor,
+    min_lr: Annotated[float, _opt("min_lr")] = DEFAULTS.min_lr,
+    label_smoothing: Annotated[float, _opt("label_smoothing")] = DEFAULTS.label_smoothing,
+    zero_init_residual: Annotated[bool, _opt("zero_init_residual")] = DEFAULTS.zero_init_residual,
+    seed: Annotated[int, _opt("seed")] = DEFAULTS.seed,
+    workers: Workers = None,
+    device: Annotated[str, _opt("device")] = DEFAULTS.device,
+    gpus: Annotated[str | None, _opt("gpus")] = None,  # "0,1"; the field holds (0, 1)
+    precision: Annotated[str, _opt("precision", autocompletion=complete_from(*PRECISION_CHOICES))] = DEFAULTS.precision,
+    channels_last: Annotated[bool | None, _opt("channels_last")] = None,
+    compile: Annotated[bool, _opt("compile")] = DEFAULTS.compile,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,
-    init: Annotated[
-        Path | None,
-        typer.Option(
-            "--init", help="Start from these weights (torchvision/timm .pth, .pt or .safetensors).", show_default=False
-        ),
-    ] = None,
-    save_every: Annotated[int, typer.Option("--save-every", help="Also checkpoint every N steps within an epoch.")] = 0,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Cap on steps per epoch (smoke tests; 0: none).")] = 0,
+    init: Annotated[Path | None, _opt("init")] = None,
+    save_every: Annotated[int, _opt("save_every")] = DEFAULTS.save_every,
+    max_steps_per_epoch: Annotated[int, _opt("max_steps_per_epoch")] = DEFAULTS.max_steps_per_epoch,
     force: Force = False,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -119,14 +94,14 @@ def train(
     """
     from dataclasses import replace
 
-    from resnet_cli.config import TrainConfig
+    from resnet_cli.config import read_train_options
     from resnet_cli.engine.callbacks import StopRequest
-    from resnet_cli.engine.device import parse_gpus
     from resnet_cli.engine.run_dir import latest_run_dir
     from resnet_cli.engine.train import default_run_dir, fit, resume_config
     from resnet_cli.errors import ConfigError
     from resnet_cli.models import canonical_arch
 
+    given = {name: to_field(name, value) for name, value in ctx.params.items() if name in FIELDS and _given(ctx, name)}
     if split is not None:
         if split in _PARTS:
             raise ConfigError(
@@ -136,20 +111,16 @@ def train(
         if manifest is not None:
             raise ConfigError("--split is the old name of --manifest: pass only --manifest")
         console.warning_line("--split FILE is now --manifest FILE; --split will be removed in 0.3")
-        manifest = Path(split)
-    values = dict(ctx.params)
-    values["gpus"] = parse_gpus(gpus)
-    values["manifest"] = str(manifest) if manifest else None
-    values["data"] = str(data)
-    values["init"] = str(init) if init else None
-    values["out"] = str(out) if out else None
-    fields = {_FIELD.get(k, k): v for k, v in values.items() if k not in _NOT_CONFIG}
-    config = TrainConfig(**fields)
-    dist = _dist_from_env()
+        given["manifest"] = split
+    from_file = read_train_options(config_file) if config_file else {}
+    # Flags given on the command line win over the file, which wins over the defaults.
+    explicit = {**from_file, **given}
+    defaults = {name: to_field(name, value) for name, value in ctx.params.items() if name in FIELDS}
+    config = TrainConfig(**{**defaults, **explicit})
     if resume:
-        run_dir = out or latest_run_dir(default_run_dir(canonical_arch(arch)))
-        explicit = {_FIELD.get(k, k): v for k, v in values.items() if k not in _NOT_CONFIG and _given(ctx, k)}
+        run_dir = Path(config.out) if config.out else latest_run_dir(default_run_dir(canonical_arch(config.arch)))
         config = replace(resume_config(run_dir, explicit), out=str(run_dir))
+    dist = _dist_from_env()
     # --json changes stdout only: progress and warnings stay on stderr unless --quiet.
     progress = training_callback(quiet or not dist.is_main)
     stop = StopRequest()
@@ -167,6 +138,15 @@ def train(
         return
     _render(result)  # report_console: the result in a terminal (even with --quiet); stderr chatter otherwise
     console.print_path(result.run_dir)
+
+
+def to_field(name: str, value: Any) -> Any:
+    """A ``train`` parameter's value as the TrainConfig field holds it: paths as text, ``--gpus 0,1`` as (0, 1)."""
+    if name == "gpus":
+        from resnet_cli.engine.device import parse_gpus
+
+        return parse_gpus(value)
+    return str(value) if isinstance(value, Path) else value
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -240,5 +220,6 @@ def register(app: typer.Typer) -> None:
         "    resnet split data --val 0.2 && resnet train --arch 34\n\n"
         "    resnet train --arch 50 --gpus 0,1 --epochs 90\n\n"
         "    resnet train --resume --out runs/r34 --epochs 60\n\n"
+        "    resnet train --config runs/r34/config.json --out runs/r34-again\n\n"
         "    torchrun --nproc-per-node 2 -m resnet_cli train --arch 50",
     )(train)
