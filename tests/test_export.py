@@ -17,8 +17,8 @@ import torchvision
 from safetensors.torch import load_file
 
 from resnet_cli.engine.evaluate import evaluate
+from resnet_cli.engine.export import EXPORT_FORMATS, TORCHSCRIPT_METADATA, export
 from resnet_cli.fs import owned_files, run_lock
-from resnet_cli.io.export import EXPORT_FORMATS, TORCHSCRIPT_METADATA, export
 from resnet_cli.io.weights import load_weights
 from tests.conftest import run_cli
 
@@ -128,6 +128,33 @@ def test_eval_of_an_export_in_a_run_folder_finds_the_runs_data(run_copy):
     proc = run_cli("eval", path, "--no-save", "--json")  # no --data: the run's config.json says where
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["images"] > 0
+
+
+def test_parity_images_come_from_the_manifest_the_weights_record(run_copy, small_split, tmp_path):
+    from resnet_cli.engine.export import sample_inputs
+
+    inside = load_weights(export(run_copy).path)  # beside the run's config.json: the run's manifest
+    batch, source = sample_inputs(inside, None)
+    assert batch.shape[1:] == (1, 8, 8) and source.startswith(f"{batch.shape[0]} images from ")
+    outside = tmp_path / "alone" / "model.safetensors"  # nothing records where its data is
+    outside.parent.mkdir()
+    shutil.copy(run_copy / "model.safetensors", outside)
+    assert sample_inputs(load_weights(outside), None)[1] == "8 random inputs (the run's images were not found)"
+    assert sample_inputs(load_weights(outside), small_split)[1].endswith(str(small_split / "manifest.csv"))
+
+
+def test_manifest_lookup_takes_plain_locations(small_split, tmp_path):
+    from resnet_cli.data.locate import RecordedManifest, locate_manifest
+    from resnet_cli.errors import DatasetError
+
+    real = RecordedManifest(small_split / "manifest.csv")
+    gone = [RecordedManifest(tmp_path / "a.csv"), RecordedManifest(tmp_path / "b.csv")]
+    assert locate_manifest(None, None, [gone[0], real], "w.pt").path == real.path  # the first that exists
+    assert locate_manifest(small_split, None, gone, "w.pt").root == small_split  # --data wins over records
+    with pytest.raises(DatasetError, match=r"trained with \(.*b\.csv\) is gone: pass data or manifest$"):
+        locate_manifest(None, None, gone, "w.pt")
+    with pytest.raises(DatasetError, match=r"^w\.pt does not say where its data is: pass data DIR"):
+        locate_manifest(None, None, [], "w.pt")
 
 
 @pytest.fixture()
@@ -258,7 +285,7 @@ def test_bad_export_options(run_copy):
 
 def test_format_completion_offers_every_export_format():
     from resnet_cli.cli.export import DTYPE_CHOICES, FORMAT_CHOICES
-    from resnet_cli.io.export import DTYPES
+    from resnet_cli.engine.export import DTYPES
     from tests.conftest import ROOT
 
     assert FORMAT_CHOICES == EXPORT_FORMATS and tuple(DTYPES) == DTYPE_CHOICES

@@ -311,7 +311,7 @@ def test_nonfinite_weights_refused_for_init_too(tmp_path):
 
 
 def test_export_refuses_weights_that_overflow_fp16(tmp_path):
-    from resnet_cli.io.export import export
+    from resnet_cli.engine.export import export
 
     state = _state()
     state["fc.weight"][0, 0] = 1e6  # finite in float32, infinite in float16

@@ -100,6 +100,41 @@ def test_blocks_and_aliases():
     assert model.layer1[1].downsample is None
 
 
+def test_aliases_are_documented_as_the_original_names():
+    assert "ResidualBlock34" in BasicBlock.__doc__ and "original project" in BasicBlock.__doc__
+    assert "ResidualLearningBlock" in Bottleneck.__doc__ and "original project" in Bottleneck.__doc__
+
+
+def test_no_leftovers_beside_torchvisions_grammar():
+    import resnet_cli.models.resnet as module
+
+    # Builders construct ResNet directly (no pass-through helper), and blocks hold only modules they use.
+    assert not hasattr(module, "_resnet")
+    model = build_model(50)
+    assert not any(hasattr(m, "stride") for m in model.modules() if isinstance(m, BasicBlock | Bottleneck))
+    with pytest.raises(TypeError):
+        module.resnet18(10)  # builders are keyword-only, as torchvision's
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_norm_layer_is_injected_everywhere_as_in_torchvision(arch):
+    from resnet_cli.models import resnet as module
+
+    def group_norm(channels: int) -> nn.Module:
+        return nn.GroupNorm(32, channels)
+
+    torch.manual_seed(0)
+    ours = getattr(module, arch)(num_classes=5, norm_layer=group_norm, zero_init_residual=True)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in ours.modules())  # stem, blocks and shortcuts
+    last = "bn3" if arch == "resnet50" else "bn2"
+    assert float(getattr(ours.layer1[0], last).weight.detach().abs().sum()) == 0  # zero-init reaches GroupNorm too
+    theirs = getattr(torchvision.models, arch)(num_classes=5, norm_layer=group_norm)
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), theirs.eval()(x), atol=1e-5, rtol=0)
+
+
 def test_zero_init_residual():
     model = build_model(34, zero_init_residual=True)
     assert all(float(b.bn2.weight.detach().abs().sum()) == 0 for b in model.modules() if isinstance(b, BasicBlock))

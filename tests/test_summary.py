@@ -49,7 +49,7 @@ def test_small_input_and_greyscale():
 
 @pytest.mark.parametrize(
     ("size", "small", "fragment"),
-    [(0, False, "positive"), (16, False, "--small-input"), (4, True, "at least 8")],
+    [(0, False, "positive"), (16, False, r"small-input stem \(small_input"), (4, True, "at least 8")],
 )
 def test_too_small_images(size, small, fragment):
     with pytest.raises(ConfigError, match=fragment):

@@ -10,7 +10,7 @@ import typer
 from resnet_cli.cli import console
 from resnet_cli.cli.options import Force, Json, Quiet, complete_from
 
-#: The values of --format and --dtype (resnet_cli.io.export's EXPORT_FORMATS and DTYPES, which import torch).
+#: The values of --format and --dtype (resnet_cli.engine.export's EXPORT_FORMATS and DTYPES, which import torch).
 FORMAT_CHOICES = ("safetensors", "onnx", "torchscript")
 DTYPE_CHOICES = ("fp32", "bf16", "fp16")
 
@@ -58,7 +58,7 @@ def export(
     ONNX and TorchScript exports are run on sample images and compared with the checkpoint first. Inside a
     run folder an earlier export is regenerated freely; a file the tool did not write needs --force.
     """
-    from resnet_cli.io.export import export as run_export
+    from resnet_cli.engine.export import export as run_export
 
     result = run_export(target, out=out, fmt=fmt, dtype=dtype, force=force, data=data)
     if result.note:

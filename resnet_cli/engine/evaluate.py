@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from resnet_cli.config import resolve_workers
 from resnet_cli.data.dataset import EpochBatchSampler, ManifestDataset, make_loader
 from resnet_cli.data.split import COLUMNS, PARTS, Manifest, ManifestRow, sidecar_path
 from resnet_cli.data.transforms import eval_transform
@@ -94,7 +95,7 @@ def evaluate(
     batch_size: int | None = None,
     device: str = "auto",
     precision: str = "auto",
-    workers: int = 0,
+    workers: int | None = None,
     save: bool = True,
     force: bool = False,
     callbacks: Sequence[Callback] = (),
@@ -115,6 +116,7 @@ def evaluate(
             too (the split it trained on).
         batch_size: default: the training batch size (or 64).
         precision: ``auto`` evaluates in the precision the weights were trained in, where this device can.
+        workers: data-loading processes; ``None`` chooses as :func:`resnet_cli.config.resolve_workers` does.
         save: write ``eval-<split>.json`` and ``predictions-<split>.csv`` beside the weights (under the run
             folder's lock; earlier reports the tool wrote are replaced, a user's files need ``force``).
         force: replace files of those names that the tool did not write.
@@ -136,6 +138,7 @@ def evaluate(
         raise ConfigError(f"unknown split {split!r}: choose test, val or train")
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    workers = resolve_workers(workers, "eval data loading")
     dev, _ = resolve_device(device)
     weights = load_weights(target)
     report_path = weights.run_dir / f"eval-{split}.json"

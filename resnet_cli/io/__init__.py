@@ -1,1 +1,1 @@
-"""Files: atomic writes, checkpoints, histories, weights and exports."""
+"""Files: checkpoints, training histories, weights of every kind, and the safetensors export format."""

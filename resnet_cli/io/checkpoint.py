@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from resnet_cli.errors import CheckpointError, RunFailedError
-from resnet_cli.io.atomic import atomic_write_bytes
+from resnet_cli.fs import atomic_write_bytes
 
 FORMAT = "resnet-cli checkpoint"
 VERSION = 1

@@ -1,155 +1,29 @@
-"""``export``: weights as safetensors with metadata (default), or ONNX / TorchScript with a parity check.
+"""The safetensors export format: the tensors with torchvision's keys, and string metadata that carries
+everything ``eval`` and ``predict`` need (read back by :func:`resnet_cli.io.weights.load_weights`).
 
-The safetensors file holds only tensors, with torchvision's keys, so it loads into
-``torchvision.models.resnetNN(num_classes=K)`` with ``strict=True`` (after the same stem change when the
-small-input stem was used). Its string metadata carries everything ``eval`` and ``predict`` need.
+The file loads into ``torchvision.models.resnetNN(num_classes=K)`` with ``strict=True`` (after the same stem
+change when the small-input stem was used). Writing it, and ONNX/TorchScript exports, is
+:func:`resnet_cli.engine.export.export`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import io
 import json
-import os
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
 from resnet_cli import __version__
-from resnet_cli.errors import CheckpointError, ConfigError, ResnetError, RunFailedError
-from resnet_cli.fs import atomic_write_bytes, owned_files, record_owned, refuse_overwrite_unless_owned, run_lock
+from resnet_cli.errors import ConfigError
 from resnet_cli.io.checkpoint import non_finite_tensors
-from resnet_cli.io.weights import SAFETENSORS_FORMAT, LoadedWeights, find_manifest, load_weights, read_run_config
+from resnet_cli.io.weights import SAFETENSORS_FORMAT, LoadedWeights
 from resnet_cli.models import depth_of
 
-EXPORT_FORMATS = ("safetensors", "onnx", "torchscript")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DEFAULT_NAMES = {"safetensors": "model.safetensors", "onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
-#: Largest absolute logit difference accepted between the exported and the original model (float32).
-PARITY_ATOL = 1e-3
-PARITY_IMAGES = 16
-TORCHSCRIPT_METADATA = "resnet-cli.json"
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    format: str
-    dtype: str
-    sha256: str
-    size_bytes: int
-    metadata: dict[str, str] = field(default_factory=dict)
-    parity: dict[str, Any] | None = None  # ONNX/TorchScript: max_abs_diff, top1_agreement, images, inputs
-    weights: str = ""  # which weights were exported, e.g. "best.pt (epoch 3)"
-    note: str | None = None  # a warning about those weights (last.pt used for want of best.pt)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "format": self.format,
-            "dtype": self.dtype,
-            "sha256": self.sha256,
-            "size_bytes": self.size_bytes,
-            "metadata": self.metadata,
-            "parity": self.parity,
-            "weights": self.weights,
-            "note": self.note,
-        }
-
-
-def export(
-    target: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None = None,
-    fmt: str = "safetensors",
-    dtype: str = "fp32",
-    force: bool = False,
-    data: str | os.PathLike[str] | None = None,
-) -> ExportResult:
-    """Export the weights of a run folder, checkpoint or safetensors file.
-
-    Raises:
-        ConfigError: unknown format or dtype, or a dtype the format does not take; a missing optional extra.
-        CheckpointError: unreadable or non-finite weights.
-        OutputExistsError: ``out`` exists and ``force`` is false.
-        RunFailedError: the exported model disagrees with the original beyond the tolerance.
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}: choose one of {', '.join(EXPORT_FORMATS)}")
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
-    if fmt != "safetensors" and dtype != "fp32":
-        raise ConfigError(f"--dtype {dtype} applies to safetensors only; {fmt} exports are float32")
-    if fmt == "onnx":
-        _require_onnx()
-    weights = load_weights(target)
-    bad = non_finite_tensors(weights.state_dict)
-    if bad:
-        raise CheckpointError(f"{weights.source} holds NaN or infinite weights ({bad[0]}): refusing to export them")
-    path = Path(out) if out else weights.run_dir / DEFAULT_NAMES[fmt]
-    if path.suffix.lower() == ".pt" and fmt == "safetensors":
-        raise ConfigError(f"{path}: a safetensors export should end in .safetensors")
-    if path.is_dir():
-        raise ConfigError(f"--out {path} is a folder: give a file name")
-    refuse_overwrite_unless_owned(path, force, "export")
-
-    if fmt == "safetensors":
-        payload, metadata = safetensors_bytes(weights, dtype)
-        parity = None
-    else:
-        metadata = safetensors_metadata(weights, "fp32")
-        model = weights.build()
-        inputs, source = sample_inputs(weights, data)
-        if fmt == "onnx":
-            payload = _onnx_bytes(model, inputs, metadata)
-            run = _onnx_runner(payload)
-        else:
-            payload = _torchscript_bytes(model, inputs, metadata)
-            run = _torchscript_runner(payload)
-        parity = check_parity(model, run, inputs)
-        parity["inputs"] = source
-        if parity["max_abs_diff"] > PARITY_ATOL or parity["top1_agreement"] < 1.0:
-            raise RunFailedError(
-                f"the {fmt} export disagrees with the checkpoint: largest logit difference "
-                f"{parity['max_abs_diff']:.2e} (tolerance {PARITY_ATOL:.0e}), top-1 agreement "
-                f"{parity['top1_agreement']:.2%}; nothing was written"
-            )
-    _write(path, payload, force)
-    return ExportResult(
-        path,
-        fmt,
-        dtype,
-        hashlib.sha256(payload).hexdigest(),
-        len(payload),
-        metadata,
-        parity,
-        weights.describe(),
-        weights.note,
-    )
-
-
-def is_run_folder(folder: Path) -> bool:
-    """A folder the tool recorded files in, or one holding a training run's ``config.json`` (0.1.0 runs)."""
-    return folder.is_dir() and (bool(owned_files(folder)) or read_run_config(folder) is not None)
-
-
-def _write(path: Path, payload: bytes, force: bool) -> None:
-    """Write ``path`` atomically; inside a run folder, under the run's lock, recording it as the tool's own."""
-    folder = path.parent
-    if not is_run_folder(folder):
-        atomic_write_bytes(path, payload)
-        return
-    with run_lock(folder, "export"):
-        refuse_overwrite_unless_owned(path, force, "export")  # again: another process may have written it
-        atomic_write_bytes(path, payload)
-        record_owned(folder, [path.name])
 
 
 def safetensors_metadata(weights: LoadedWeights, dtype: str) -> dict[str, str]:
+    """The string metadata of an export: JSON entries for the tool, flat ones for people and other tools (ONNX
+    and TorchScript exports carry the same)."""
     cfg, pre = weights.model_config, weights.preprocess
     return {
         "format": SAFETENSORS_FORMAT,
@@ -174,6 +48,12 @@ def safetensors_metadata(weights: LoadedWeights, dtype: str) -> dict[str, str]:
 
 
 def safetensors_bytes(weights: LoadedWeights, dtype: str = "fp32") -> tuple[bytes, dict[str, str]]:
+    """The safetensors file of ``weights`` in ``dtype`` (a key of :data:`DTYPES`), byte-identical for the same
+    weights, and its metadata.
+
+    Raises:
+        ConfigError: a weight becomes infinite in ``dtype``.
+    """
     from safetensors.torch import save
 
     target = DTYPES[dtype]
@@ -197,105 +77,3 @@ def _sorted_header(payload: bytes) -> bytes:
     header = json.dumps(json.loads(payload[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # safetensors pads the header with spaces to keep tensors 8-byte aligned
     return len(header).to_bytes(8, "little") + header + payload[8 + length :]
-
-
-def sample_inputs(weights: LoadedWeights, data: str | os.PathLike[str] | None) -> tuple[torch.Tensor, str]:
-    """Up to 16 preprocessed images from the run's test (or val) part; random tensors when no data is found."""
-    from resnet_cli.data.dataset import ManifestDataset
-    from resnet_cli.data.transforms import eval_transform
-
-    pre = weights.preprocess
-    with contextlib.suppress(ResnetError):  # no manifest, moved or damaged images: fall back to random inputs
-        manifest = find_manifest(weights, data, None)
-        rows = (manifest.part("test") or manifest.part("val"))[:PARITY_IMAGES]
-        if rows:
-            transform = eval_transform(pre)
-            dataset = ManifestDataset(manifest.root, rows, manifest.classes, transform, pre.in_channels, pre.background)
-            batch = torch.stack([x for x, _ in dataset.__getitems__(list(range(len(rows))))])
-            return batch, f"{len(rows)} images from {manifest.path}"
-    generator = torch.Generator().manual_seed(0)
-    shape = (8, pre.in_channels, pre.image_size, pre.image_size)
-    return torch.randn(shape, generator=generator), "8 random inputs (the run's images were not found)"
-
-
-def check_parity(model: nn.Module, run, inputs: torch.Tensor) -> dict[str, Any]:
-    with torch.inference_mode():
-        expected = model(inputs).float()
-    actual = torch.as_tensor(run(inputs)).float()
-    return {
-        "images": int(inputs.shape[0]),
-        "max_abs_diff": float((expected - actual).abs().max()),
-        "top1_agreement": float((expected.argmax(1) == actual.argmax(1)).float().mean()),
-    }
-
-
-def _require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            "ONNX export needs the optional extra: pip install 'resnet-cli[onnx]' (onnx, onnxscript, onnxruntime)"
-        ) from None
-
-
-def _onnx_bytes(model: nn.Module, inputs: torch.Tensor, metadata: dict[str, str]) -> bytes:
-    """The ONNX model, carrying the same metadata as a safetensors export (``metadata_props``), so that
-    ``resnet predict model.onnx`` knows the classes and preprocessing."""
-    import tempfile
-
-    import onnx
-
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (inputs[:2],),
-            dynamo=True,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_shapes=({0: batch},),
-            verbose=False,
-        )
-        file = Path(tmp) / "model.onnx"
-        program.save(str(file))
-        proto = onnx.load(str(file))
-    onnx.helper.set_model_props(proto, metadata)
-    return proto.SerializeToString()
-
-
-def _onnx_runner(payload: bytes):
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(payload, providers=["CPUExecutionProvider"])
-
-    def run(x: torch.Tensor):
-        return session.run(None, {"input": x.numpy()})[0]
-
-    return run
-
-
-def _torchscript_bytes(model: nn.Module, inputs: torch.Tensor, metadata: dict[str, str]) -> bytes:
-    """The traced program, with the export metadata as the extra file ``resnet-cli.json``."""
-    # torch.jit is deprecated upstream but remains the format C++ (libtorch) deployments load.
-    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.simplefilter("ignore", FutureWarning)
-        traced = torch.jit.trace(model, inputs[:2])
-        buffer = io.BytesIO()
-        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_METADATA: json.dumps(metadata)})
-    return buffer.getvalue()
-
-
-def _torchscript_runner(payload: bytes):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        module = torch.jit.load(io.BytesIO(payload), map_location="cpu")
-    module.eval()
-
-    def run(x: torch.Tensor):
-        with torch.no_grad():
-            return module(x)
-
-    return run

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from resnet_cli.config import ModelConfig, PreprocessConfig
-from resnet_cli.data.split import Manifest, default_manifest_path, read_manifest
-from resnet_cli.errors import CheckpointError, ConfigError, DatasetError
+from resnet_cli.data.locate import RecordedManifest, locate_manifest
+from resnet_cli.data.split import Manifest
+from resnet_cli.errors import CheckpointError, ConfigError
 from resnet_cli.io.checkpoint import (
     PASS_INSTEAD,
     clean_state_dict,
@@ -97,6 +98,20 @@ class LoadedWeights:
                 f"weights in {self.source} do not fit {cfg.arch} ({_first_line(exc)}): the file is damaged"
             ) from None
         return model.eval()
+
+    def recorded_manifests(self) -> list[RecordedManifest]:
+        """Where the weights' records say they were trained, most trusted first: the checkpoint's configuration,
+        then the ``config.json`` of the run folder the file sits in (which exports keep beside them)."""
+        found = []
+        config = (self.checkpoint or {}).get("config") or {}
+        if isinstance(config, dict) and isinstance(config.get("manifest"), str) and config["manifest"]:
+            root = config.get("data")
+            found.append(RecordedManifest(Path(config["manifest"]), root if isinstance(root, str) else None))
+        entry = (read_run_config(self.source.parent) or {}).get("manifest")
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            root = entry.get("root")
+            found.append(RecordedManifest(Path(entry["path"]), root if isinstance(root, str) else None))
+        return found
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -502,31 +517,14 @@ def _strip_lightning_prefix(state: dict[str, torch.Tensor], target: dict[str, An
 def find_manifest(
     weights: LoadedWeights, data: str | os.PathLike[str] | None, manifest: str | os.PathLike[str] | None
 ) -> Manifest:
-    """The manifest to evaluate on: ``manifest``, else ``DATA/manifest.csv``, else the one the run trained on.
+    """The manifest to evaluate ``weights`` on: ``manifest``, else ``DATA/manifest.csv``, else the one the run
+    trained on (:meth:`LoadedWeights.recorded_manifests`). The choice is :func:`resnet_cli.data.locate.locate_manifest`;
+    this reads the weights' records for it.
 
     Raises:
         DatasetError: none can be found.
     """
-    if manifest is not None:
-        return read_manifest(manifest, root=data)
-    if data is not None:
-        return read_manifest(default_manifest_path(data), root=data)
-    config = (weights.checkpoint or {}).get("config") or {}
-    if config.get("manifest"):
-        path = Path(config["manifest"])
-        if path.is_file():
-            return read_manifest(path, root=config.get("data"))
-    recorded = _run_config_manifest(weights.source.parent)
-    if recorded is not None:
-        path, root = recorded
-        if path.is_file():
-            return read_manifest(path, root=root)
-        raise DatasetError(f"the manifest the model was trained with ({path}) is gone: pass --data or --manifest")
-    if config.get("manifest"):
-        raise DatasetError(
-            f"the manifest the model was trained with ({config['manifest']}) is gone: pass --data or --manifest"
-        )
-    raise DatasetError(f"{weights.source} does not say where its data is: pass --data DIR (or --manifest FILE)")
+    return locate_manifest(data, manifest, weights.recorded_manifests(), weights.source)
 
 
 def read_run_config(folder: Path) -> dict[str, Any] | None:
@@ -541,16 +539,6 @@ def read_run_config(folder: Path) -> dict[str, Any] | None:
     if not isinstance(doc, dict) or not {"model", "preprocess", "classes"} <= set(doc):
         return None
     return doc
-
-
-def _run_config_manifest(folder: Path) -> tuple[Path, str | None] | None:
-    """The manifest (path, image root) recorded in the run's ``config.json`` beside the weights."""
-    doc = read_run_config(folder)
-    entry = (doc or {}).get("manifest")
-    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-        return None
-    root = entry.get("root")
-    return Path(entry["path"]), root if isinstance(root, str) else None
 
 
 def _is_safetensors(path: Path, kind: str) -> bool:

@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from resnet_cli.errors import ConfigError
-from resnet_cli.models import resnet as _resnet
-from resnet_cli.models.resnet import ResNet
+from resnet_cli.models.resnet import ResNet, resnet18, resnet34, resnet50, resnet101, resnet152
 
 _BUILDERS: dict[str, Callable[..., ResNet]] = {
-    "resnet18": _resnet.resnet18,
-    "resnet34": _resnet.resnet34,
-    "resnet50": _resnet.resnet50,
-    "resnet101": _resnet.resnet101,
-    "resnet152": _resnet.resnet152,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
+    "resnet50": resnet50,
+    "resnet101": resnet101,
+    "resnet152": resnet152,
 }
 
 #: Smallest input side (px) each stem accepts: the last stage must still see at least one pixel.

@@ -12,6 +12,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +29,10 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with an identity or projection shortcut (ResNet-18/34)."""
+    """Two 3x3 convolutions with an identity or projection shortcut (ResNet-18/34).
+
+    Also importable as :data:`ResidualBlock34`, the original project's name for it.
+    """
 
     expansion: int = 1
 
@@ -48,7 +52,6 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm_layer(planes)
         self.downsample = downsample
-        self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -58,7 +61,10 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, with a shortcut (ResNet-50/101/152)."""
+    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, with a shortcut (ResNet-50/101/152).
+
+    Also importable as :data:`ResidualLearningBlock`, the original project's name for it.
+    """
 
     expansion: int = 4
 
@@ -80,7 +86,6 @@ class Bottleneck(nn.Module):
         self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-        self.stride = stride
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -90,10 +95,12 @@ class Bottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-#: The original project's name for the basic block of ResNet-34.
 ResidualBlock34 = BasicBlock
-#: The original project's name for the bottleneck ("residual learning") block of ResNet-50 and deeper.
+"""Alias of :class:`BasicBlock`: the original project's name for the block of ResNet-18/34, kept importable."""
+
 ResidualLearningBlock = Bottleneck
+"""Alias of :class:`Bottleneck`: the original project's name for the ("residual learning") block of ResNet-50
+and deeper, kept importable."""
 
 
 class ResNet(nn.Module):
@@ -107,8 +114,10 @@ class ResNet(nn.Module):
         small_input: use a 3x3 stride-1 first convolution and no max-pool, for small images (``resnet train``
             turns it on at 64 px or less; the CIFAR-style stem). The parameter names do not change, only the
             first kernel's shape.
-        zero_init_residual: start each block's last BatchNorm at zero so every block begins as the identity.
-        norm_layer: normalisation factory; ``nn.BatchNorm2d`` by default.
+        zero_init_residual: start each block's last normalisation layer at zero so every block begins as the identity.
+        norm_layer: normalisation factory called with a channel count, ``nn.BatchNorm2d`` by default (as in
+            torchvision: e.g. ``lambda c: nn.GroupNorm(32, c)`` for small batches). The command line always
+            trains with BatchNorm, which is what checkpoints and exports record.
     """
 
     def __init__(
@@ -177,30 +186,26 @@ class ResNet(nn.Module):
         return self.fc(self.forward_features(x))
 
 
-def _resnet(block: type[BasicBlock | Bottleneck], layers: list[int], **kwargs) -> ResNet:
-    return ResNet(block, layers, **kwargs)
+def resnet18(**kwargs: Any) -> ResNet:
+    """ResNet-18: basic blocks ``[2, 2, 2, 2]``; keyword arguments as :class:`ResNet`."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-def resnet18(**kwargs) -> ResNet:
-    """ResNet-18: basic blocks ``[2, 2, 2, 2]``."""
-    return _resnet(BasicBlock, [2, 2, 2, 2], **kwargs)
+def resnet34(**kwargs: Any) -> ResNet:
+    """ResNet-34: basic blocks ``[3, 4, 6, 3]``; keyword arguments as :class:`ResNet`."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-def resnet34(**kwargs) -> ResNet:
-    """ResNet-34: basic blocks ``[3, 4, 6, 3]``."""
-    return _resnet(BasicBlock, [3, 4, 6, 3], **kwargs)
+def resnet50(**kwargs: Any) -> ResNet:
+    """ResNet-50: bottleneck blocks ``[3, 4, 6, 3]``; keyword arguments as :class:`ResNet`."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
 
 
-def resnet50(**kwargs) -> ResNet:
-    """ResNet-50: bottleneck blocks ``[3, 4, 6, 3]``."""
-    return _resnet(Bottleneck, [3, 4, 6, 3], **kwargs)
+def resnet101(**kwargs: Any) -> ResNet:
+    """ResNet-101: bottleneck blocks ``[3, 4, 23, 3]``; keyword arguments as :class:`ResNet`."""
+    return ResNet(Bottleneck, [3, 4, 23, 3], **kwargs)
 
 
-def resnet101(**kwargs) -> ResNet:
-    """ResNet-101: bottleneck blocks ``[3, 4, 23, 3]``."""
-    return _resnet(Bottleneck, [3, 4, 23, 3], **kwargs)
-
-
-def resnet152(**kwargs) -> ResNet:
-    """ResNet-152: bottleneck blocks ``[3, 8, 36, 3]``."""
-    return _resnet(Bottleneck, [3, 8, 36, 3], **kwargs)
+def resnet152(**kwargs: Any) -> ResNet:
+    """ResNet-152: bottleneck blocks ``[3, 8, 36, 3]``; keyword arguments as :class:`ResNet`."""
+    return ResNet(Bottleneck, [3, 8, 36, 3], **kwargs)
