@@ -13,13 +13,19 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from resnet_cli.data.split import Manifest
-from resnet_cli.errors import ConfigError, DatasetError, OutputExistsError
+from resnet_cli.config import ModelConfig, PreprocessConfig, TrainConfig
+from resnet_cli.data.split import Manifest, default_manifest_path, read_manifest
+from resnet_cli.engine.device import Placement
+from resnet_cli.engine.distributed import DistInfo
+from resnet_cli.engine.state import RunMeta, read_run_meta, versions
+from resnet_cli.errors import CheckpointError, ConfigError, DatasetError, OutputExistsError
 from resnet_cli.fs import LOCK_NAME, OWNED_NAME, atomic_write_text, check_not_busy, owned_files, remove_owned
+from resnet_cli.io.checkpoint import read_project_checkpoint
+from resnet_cli.models import canonical_arch
 
 #: Files a training run writes itself (recorded as the run's own as they are written).
 RUN_FILES = (
@@ -262,3 +268,111 @@ def ensure_folder(run_dir: Path) -> bool:
         return False
     os.makedirs(run_dir, exist_ok=True)
     return True
+
+
+# -- resume policy and config.json ------------------------------------------------------------------------------
+
+#: Options a resumed run may change; everything else must match the checkpoint.
+RESUMABLE_OVERRIDES = frozenset(
+    {"epochs", "patience", "min_delta", "workers", "device", "gpus", "save_every", "max_steps_per_epoch", "compile"}
+)
+
+
+def resume_config(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) -> TrainConfig:
+    """The configuration of the run in ``run_dir`` with the allowed ``overrides`` applied.
+
+    Raises:
+        CheckpointError: nothing to resume.
+        ConfigError: an override that would change what the run is (names the difference).
+    """
+    last = Path(run_dir) / "last.pt"
+    if not last.is_file():
+        raise CheckpointError(f"nothing to resume in {run_dir}: no last.pt there (leave out --resume to start a run)")
+    saved = read_run_meta(read_project_checkpoint(last)).config
+    changes = {}
+    for key, value in overrides.items():
+        if key == "out" or value is None or (key == "precision" and value == "auto"):
+            continue  # "choose automatically" repeats what the run already chose
+        old = getattr(saved, key)
+        if key == "arch":
+            value, old = canonical_arch(value), canonical_arch(old)
+        if key in ("data", "manifest") and value is not None and old is not None:
+            same = Path(value).resolve() == Path(old).resolve()
+            if not same:
+                raise ConfigError(
+                    f"cannot resume with --{key} {value}: the run in {run_dir} trained on {old}; "
+                    "start a new run with --out"
+                )
+            continue
+        if value != old and key not in RESUMABLE_OVERRIDES:
+            raise ConfigError(
+                f"cannot change --{key.replace('_', '-')} when resuming (the run used {old!r}, got {value!r}): "
+                "start a new run with --out"
+            )
+        changes[key] = value
+    return replace(saved, **changes)
+
+
+def check_resume_matches(meta: RunMeta, manifest: Manifest, arch: str, run_dir: Path) -> None:
+    """Refuse a resume whose architecture, classes or manifest differ from the run's.
+
+    Raises:
+        ConfigError, DatasetError: naming the difference.
+    """
+    saved_arch = meta.model_config.arch
+    if saved_arch != arch:
+        raise ConfigError(f"cannot resume {run_dir}: it trains {saved_arch}, not {arch}")
+    if list(meta.classes) != list(manifest.classes):
+        added = sorted(set(manifest.classes) - set(meta.classes))
+        removed = sorted(set(meta.classes) - set(manifest.classes))
+        raise DatasetError(
+            f"cannot resume {run_dir}: the class list changed (added {added}, removed {removed}): start a new run"
+        )
+    if meta.manifest_sha256 != manifest.csv_sha256:
+        raise DatasetError(
+            f"cannot resume {run_dir}: {manifest.path} differs from the manifest the run started with "
+            "(re-split?): start a new run with --out"
+        )
+
+
+def load_manifest(config: TrainConfig) -> Manifest:
+    if config.manifest:
+        return read_manifest(config.manifest, root=config.data if config.data and config.data != "data" else None)
+    data = Path(config.data or "data")
+    if not data.exists():
+        raise DatasetError(
+            f"data folder {data} does not exist: run 'resnet split {data} --val 0.2' on your ImageFolder, "
+            "or pass --data DIR"
+        )
+    return read_manifest(default_manifest_path(data), root=data)
+
+
+def run_config(
+    resolved: TrainConfig,
+    model_config: ModelConfig,
+    pre: PreprocessConfig,
+    manifest: Manifest,
+    fingerprint: str,
+    placement: Placement,
+    dist: DistInfo,
+) -> dict[str, Any]:
+    return {
+        "train": resolved.to_dict(),
+        "model": model_config.to_dict(),
+        "preprocess": pre.to_dict(),
+        "classes": list(manifest.classes),
+        "manifest": {
+            "path": str(manifest.path.resolve()),
+            "sha256": manifest.csv_sha256,
+            "root": str(manifest.root.resolve()),
+        },
+        "data_fingerprint": fingerprint,
+        "placement": {
+            "device": str(placement.device),
+            "gpus": list(placement.gpus),
+            "precision": placement.precision,
+            "channels_last": placement.channels_last,
+            "world_size": dist.world_size,
+        },
+        "versions": versions(),
+    }
