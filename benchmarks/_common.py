@@ -1,113 +1,88 @@
-"""Helpers shared by the benchmark scripts: machine description, interleaved timing, markdown tables and the
-real images the benchmarks run on (scikit-learn's digits, upscaled, and smooth RGB JPEGs written here).
+"""What the benchmark scripts share: arguments, the interleaved A/B measurement, verdict lines and test images.
 
-Nothing here downloads anything. Every benchmark compares "ours" against a baseline measured in the same
-process, alternating the two (A, B, A, B, ...) for several rounds and taking the median of each side, so
-that a machine slowing down or speeding up during the run affects both sides alike.
+Where a side is a whole run (``fit``, a loader pass), the sides alternate A, B, A, B, ... in one process, so a
+machine slowing down or speeding up affects both alike; reported: the ratio of the medians and the range of
+the per-round ratios (its spread).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 # Run as ``python benchmarks/x.py`` from anywhere: make the repository importable without the editable install.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name, from /proc/cpuinfo where there is one."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+import numpy as np
+import torch
+from PIL import Image
 
 
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+class Bench:
+    """Arguments, output and verdicts of one benchmark script.
 
+    With ``--json`` stdout carries exactly one JSON document (tables, verdicts, machine) and the human lines go
+    to stderr; otherwise they go to stdout.
+    """
 
-def machine_line(device: torch.device) -> str:
-    """One line naming the machine: CPU, cores, torch threads, torch version and GPU (on CUDA)."""
-    import torchvision
+    def __init__(self, doc: str, rounds: int = 0) -> None:
+        self.parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+        self.parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 1 round, seconds")
+        if rounds:
+            self.parser.add_argument("--rounds", type=int, default=None, help=f"A/B rounds (default {rounds}; quick 1)")
+        self.parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+        self.parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+        self.default_rounds = rounds
+        self.results: dict[str, object] = {"verdicts": []}
 
-    flags = cpu_flags()
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    parts = [
-        f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs{', ' + ' '.join(isa) if isa else ''})",
-        f"torch {torch.__version__} / torchvision {torchvision.__version__}",
-        f"threads {torch.get_num_threads()}",
-        f"Python {platform.python_version()}",
-    ]
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        props = torch.cuda.get_device_properties(index)
-        parts.append(f"GPU: {props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda})")
-    else:
-        parts.append("GPU: none used")
-    return "machine: " + "; ".join(parts)
+    def parse(self, argv: list[str] | None = None) -> argparse.Namespace:
+        args = self.parser.parse_args(argv)
+        if args.quick:
+            torch.set_num_threads(1)  # a smoke run, often beside other work: no threads waiting on each other
+        if self.default_rounds:
+            args.rounds = max(1, args.rounds or (1 if args.quick else self.default_rounds))
+        auto = "cuda" if torch.cuda.is_available() else "cpu"
+        args.device = torch.device(auto if args.device == "auto" else args.device)
+        if args.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fit sets it; baselines must not run without it
+        self.json = args.json
+        gpu = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "none"
+        self.results["machine"] = (
+            f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads; torch "
+            f"{torch.__version__}; Python {platform.python_version()}; GPU {gpu}"
+        )
+        self.say(f"machine: {self.results['machine']}")
+        return args
 
+    def say(self, text: str = "") -> None:
+        print(text, file=sys.stderr if self.json else sys.stdout, flush=True)
 
-def print_header(title: str, device: torch.device, target: str, notes: Sequence[str] = ()) -> None:
-    print(f"# {title}")
-    print()
-    print(machine_line(device))
-    print()
-    print(f"target: {target}")
-    for note in notes:
-        print(note)
-    print(flush=True)
+    def table(self, name: str, headers: list[str], rows: list[list[object]]) -> None:
+        self.results[name] = [dict(zip(headers, row, strict=True)) for row in rows]
+        self.say("| " + " | ".join(headers) + " |")
+        self.say("|" + "---|" * len(headers))
+        for row in rows:
+            self.say("| " + " | ".join(f"{c:,.1f}" if isinstance(c, float) else str(c) for c in row) + " |")
+        self.say()
 
+    def verdict(self, name: str, ratio: float, target: float, spread: str = "-") -> None:
+        """Print ``name 0.970 (target >= 0.95): met``, the line the smoke test looks for."""
+        met = ratio >= target
+        self.results["verdicts"].append({"name": name, "value": ratio, "target": target, "met": met, "spread": spread})
+        rounds = f"; per-round ratios {spread}" if spread != "-" else ""
+        self.say(f"{name} {ratio:.3f} (target >= {target}): {'met' if met else 'NOT met'}{rounds}")
 
-def add_common_args(parser: argparse.ArgumentParser, rounds: int = 3) -> None:
-    parser.add_argument("--quick", action="store_true", help="smoke run of a few seconds (tiny sizes, 2 rounds)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-    parser.add_argument(
-        "--rounds", type=int, default=None, help=f"interleaved rounds per comparison (default {rounds}; --quick: 2)"
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-
-
-def resolve_args(args: argparse.Namespace, rounds: int = 3) -> torch.device:
-    """Apply ``--threads``, fill ``--rounds`` and return the device (``auto``: CUDA when available)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.rounds is None:
-        args.rounds = 2 if args.quick else rounds
-    if args.rounds < 1:
-        raise SystemExit("--rounds must be at least 1")
-    text = args.device.strip().lower()
-    if text == "auto":
-        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    device = torch.device(text)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {args.device}: no CUDA GPU here (torch {torch.__version__})")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda:0")
-    return device
+    def finish(self) -> int:
+        if self.json:
+            print(json.dumps(self.results, indent=2, default=str))
+        return 0
 
 
 def sync(device: torch.device) -> None:
@@ -115,197 +90,50 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleave(
-    sides: dict[str, Callable[[], float]], rounds: int, on_round: Callable[[int, dict[str, float]], None] | None = None
-) -> dict[str, list[float]]:
-    """Call each side once per round, in the given order (A, B, A, B, ...); return every side's results.
-
-    Each callable returns one measurement (e.g. images per second).
-    """
+def interleave(sides: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Call each side once per round, in order (A, B, A, B, ...); each call returns one measurement."""
     results: dict[str, list[float]] = {name: [] for name in sides}
     for r in range(rounds):
-        this_round = {}
         for name, measure in sides.items():
-            value = float(measure())
-            results[name].append(value)
-            this_round[name] = value
-        if on_round is not None:
-            on_round(r, this_round)
+            results[name].append(float(measure()))
+        line = ", ".join(f"{name} {values[-1]:.1f}" for name, values in results.items())
+        print(f"  round {r + 1}/{rounds}: {line}", file=sys.stderr, flush=True)
     return results
 
 
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values)) if values else float("nan")
+def compare(ours: list[float], base: list[float]) -> tuple[float, str]:
+    """Ratio of the medians (higher is better for both) and the range of the per-round ratios."""
+    ratio = statistics.median(ours) / statistics.median(base)
+    per_round = [a / b for a, b in zip(ours, base, strict=True)]
+    return ratio, f"{min(per_round):.3f}-{max(per_round):.3f}" if len(per_round) > 1 else "-"
 
 
-def spread(values: Sequence[float]) -> str:
-    """Fastest over slowest measurement, minus one, in percent: the run-to-run noise to read a ratio against."""
-    if len(values) < 2 or min(values) <= 0:
-        return "-"
-    return f"{100 * (max(values) / min(values) - 1):.0f}%"
+def timed(work: Callable[[], int], device: torch.device) -> float:
+    """Items per second of one call of ``work`` (which returns how many items it processed)."""
+    sync(device)
+    start = time.perf_counter()
+    items = work()
+    sync(device)
+    return items / (time.perf_counter() - start)
 
 
-def judge(ours: Sequence[float], base: Sequence[float], target: float) -> str:
-    """``ok`` when median(ours)/median(base) meets ``target`` (higher is better); ``BELOW`` when it does not and
-    every measurement of ours is slower than every baseline measurement scaled by the target; else ``noise``
-    (below the target, but the two sides' measurements overlap: rerun with more ``--rounds``)."""
-    r = ratio(median(ours), median(base))
-    if r != r:
-        return "-"
-    if r >= target:
-        return "ok"
-    return "BELOW" if max(ours) < target * min(base) else "noise"
-
-
-def fmt(value: float, digits: int = 1) -> str:
-    if value != value:  # NaN
-        return "-"
-    return f"{value:,.{digits}f}"
-
-
-def ratio(ours: float, base: float) -> float:
-    return ours / base if base else float("nan")
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub markdown table; numbers right-aligned, text left-aligned."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-
-    def numeric(i: int) -> bool:
-        return bool(cells) and all(_looks_numeric(r[i]) for r in cells)
-
-    aligns = [numeric(i) for i in range(len(headers))]
-    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"]
-    lines.append(
-        "|"
-        + "|".join(("-" * (w + 1) + ":") if a else ("-" * (w + 2)) for w, a in zip(widths, aligns, strict=True))
-        + "|"
-    )
-    for r in cells:
-        lines.append(
-            "| " + " | ".join(c.rjust(w) if a else c.ljust(w) for c, w, a in zip(r, widths, aligns, strict=True)) + " |"
-        )
-    return "\n".join(lines)
-
-
-def _looks_numeric(text: str) -> bool:
-    t = text.replace(",", "").replace("%", "").replace("x", "").replace("±", "").strip()
-    if t in ("-", ""):
-        return True
-    try:
-        float(t)
-    except ValueError:
-        return False
-    return True
-
-
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    print(markdown_table(headers, rows))
-    print(flush=True)
-
-
-def temp_dir(prefix: str) -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix=f"resnet-bench-{prefix}-")
-
-
-def digits_pixels(per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The digits exactly as ``resnet_cli.data.sample.write_digits`` writes them: (N, 8, 8) uint8 and labels.
-
-    Read back from the PNGs ``write_digits`` produces, so the benchmarks use the project's sample data.
-    """
-    from PIL import Image
-
+def write_digits_at(dest: Path, size: int, per_class: int | None = None, rgb: bool = False) -> int:
+    """The project's sample digits (``write_digits``), upscaled from 8 px to ``size`` px, as PNGs under ``dest``."""
     from resnet_cli.data.sample import write_digits
 
-    with temp_dir("digits") as tmp:
-        result = write_digits(Path(tmp) / "digits", per_class=per_class)
-        # scikit-learn's order (the index in the name), where the classes are interleaved
-        files = sorted(result.dest.glob("*/*.png"), key=lambda f: int(f.stem.rsplit("_", 1)[1]))
-        pixels = np.stack([np.asarray(Image.open(f).convert("L")) for f in files])
-        labels = np.array([int(f.parent.name) for f in files])
-    return pixels, labels
+    result = write_digits(dest, per_class=per_class)
+    for file in result.dest.glob("*/*.png"):
+        image = Image.open(file).resize((size, size), Image.Resampling.BICUBIC)
+        (image.convert("RGB") if rgb else image).save(file)
+    return result.images
 
 
-def write_upscaled_digits(
-    dest: Path, size: int, per_class: int | None = None, copies: int = 1, rgb: bool = False, limit: int | None = None
-) -> int:
-    """Write the sample digits as ``dest/<class>/<name>.png``, upscaled from 8 px to ``size`` px (bicubic).
-
-    ``copies`` > 1 writes each digit several times, each copy shifted by a different pixel offset (so no two
-    files are byte-identical); copy 1 of every digit is written before copy 2 of any, and ``limit`` stops after
-    that many files (classes stay balanced). ``rgb`` writes three-channel PNGs. Returns the files written.
-    """
-    from PIL import Image
-
-    pixels, labels = digits_pixels(per_class)
-    offsets = [(0, 0), (1, 0), (0, 1), (1, 1), (-1, 0), (0, -1), (-1, -1), (1, -1), (-1, 1), (2, 0), (0, 2)]
-    if copies > len(offsets):
-        raise ValueError(f"at most {len(offsets)} copies of each digit")
-    for label in sorted(set(labels.tolist())):
-        (dest / str(label)).mkdir(parents=True, exist_ok=True)
-    big = [
-        np.asarray(Image.fromarray(image, mode="L").resize((size, size), Image.Resampling.BICUBIC)) for image in pixels
-    ]
-    count = 0
-    for k in range(copies):
-        dy, dx = offsets[k]
-        for index, (image, label) in enumerate(zip(big, labels, strict=True)):
-            if limit is not None and count >= limit:
-                return count
-            shifted = Image.fromarray(np.roll(image, (dy, dx), axis=(0, 1)) if k else image, mode="L")
-            if rgb:
-                shifted = shifted.convert("RGB")
-            shifted.save(dest / str(label) / f"{label}_{index:04d}_{k}.png", format="PNG", optimize=False)
-            count += 1
-    return count
-
-
-def write_smooth_jpegs(dest: Path, count: int, size: int = 256, classes: int = 4, seed: int = 0) -> int:
-    """Write ``count`` random smooth RGB JPEGs (bicubic-upsampled 8x8 noise), ``size`` x ``size``, quality 90,
-    spread over ``classes`` class folders."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    for c in range(classes):
-        (dest / f"c{c}").mkdir(parents=True, exist_ok=True)
+def write_noise(dest: Path, count: int, size: int, suffix: str = ".jpg", classes: int = 4) -> int:
+    """``count`` distinct smooth RGB images (upsampled 8x8 noise), ``size`` px, over ``classes`` folders."""
+    rng = np.random.default_rng(0)
     for i in range(count):
-        noise = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
-        image = Image.fromarray(noise, mode="RGB").resize((size, size), Image.Resampling.BICUBIC)
-        image.save(dest / f"c{i % classes}" / f"img_{i:05d}.jpg", format="JPEG", quality=90)
+        folder = dest / f"c{i % classes}"
+        folder.mkdir(parents=True, exist_ok=True)
+        noise = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), mode="RGB")
+        noise.resize((size, size), Image.Resampling.BICUBIC).save(folder / f"img_{i:05d}{suffix}")
     return count
-
-
-class Timer:
-    """``with Timer(device) as t: ...`` then ``t.seconds`` (synchronises CUDA on entry and exit)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.seconds = 0.0
-
-    def __enter__(self) -> Timer:
-        sync(self.device)
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        sync(self.device)
-        self.seconds = time.perf_counter() - self._start
-
-
-def digits_batch(batch: int, size: int, channels: int = 3) -> torch.Tensor:
-    """A float batch of real digit images: ``batch`` sample digits upscaled (bicubic) to ``size`` px, repeated to
-    ``channels`` channels, scaled to [0, 1] and normalised with ImageNet's mean and std."""
-    from resnet_cli.config import IMAGENET_MEAN, IMAGENET_STD
-
-    pixels, _ = digits_pixels(per_class=-(-batch // 10))
-    x = torch.from_numpy(pixels[:batch]).float().div(255).unsqueeze(1)
-    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-    x = x.repeat(1, channels, 1, 1)
-    if channels == 3:
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    else:
-        mean = torch.tensor(sum(IMAGENET_MEAN) / 3).view(1, 1, 1, 1)
-        std = torch.tensor(sum(IMAGENET_STD) / 3).view(1, 1, 1, 1)
-    return ((x - mean) / std).contiguous()
