@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format demo bench clean
+.PHONY: install test lint typecheck format demo bench clean
 
 install: $(STAMP)
 
@@ -14,13 +14,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,onnx]'
 	@touch $(STAMP)
 
-test: install
-	$(VENV)/bin/ruff check .
+# The cheap static checks run first (lint: seconds, typecheck: tens of seconds), so a style or type error fails
+# before the minutes of pytest. CI (.ci/run) runs exactly this target.
+test: lint typecheck
 	$(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Strictness and the package checked are set in pyproject.toml [tool.mypy].
+typecheck: install
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .
@@ -36,4 +41,4 @@ bench: install
 	$(PY) benchmarks/evaluate.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

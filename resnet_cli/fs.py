@@ -112,7 +112,7 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
 
     Call it only while holding the folder's lock, so no live writer's temporary is touched.
     """
-    removed = []
+    removed: list[str] = []
     if not folder.is_dir():
         return removed
     for entry in folder.iterdir():

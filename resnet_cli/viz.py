@@ -16,14 +16,16 @@ takes the run lock: it reads ``history.csv``, which training replaces atomically
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
 import socket
 import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, Final
 
 from resnet_cli.errors import ConfigError, DatasetError
 from resnet_cli.fs import (
@@ -36,6 +38,11 @@ from resnet_cli.fs import (
     refuse_overwrite_unless_owned,
 )
 from resnet_cli.io.history import HISTORY_NAME, EpochRecord, has_honest_train, read_history
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn, so importing this module stays cheap
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
 METRICS = ("all", "loss", "acc", "lr")
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
@@ -50,7 +57,10 @@ _SPLITS = ("test", "val", "train")
 # One marker shape per run, so curves that coincide stay distinguishable; "o" (hollow, large), "X" and "v"
 # are kept for the best epoch, an early stop and learning-rate reductions.
 _RUN_MARKERS = ("s", "D", "^", "P", "*", "h", "<", ">", "d", "p")
-_TRAIN_RUNNING, _TRAIN_EVAL, _VAL = "--", "-.", "-"
+# Line styles (Final, so matplotlib's Literal-typed linestyle accepts them).
+_TRAIN_RUNNING: Final = "--"
+_TRAIN_EVAL: Final = "-."
+_VAL: Final = "-"
 _BIASED = "from running train averages (biased)"
 
 
@@ -106,7 +116,7 @@ class PlotResult:
     notes: list[str] = field(default_factory=list)  # which run lacks what (informational)
     warnings: list[str] = field(default_factory=list)  # something shown or left out that the user must know
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"paths": [str(p) for p in self.paths], "notes": self.notes, "warnings": self.warnings}
 
 
@@ -148,7 +158,7 @@ def load_run(path: str | os.PathLike[str]) -> RunCurves | None:
 
 
 def plot_runs(
-    runs: list[str | os.PathLike[str]],
+    runs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str] | None = None,
     metric: str = "all",
     force: bool = False,
@@ -169,7 +179,7 @@ def plot_runs(
     if not runs:
         raise ConfigError("give at least one run folder")
     result = PlotResult()
-    loaded = []
+    loaded: list[RunCurves] = []
     for run in runs:
         curves = load_run(run)
         if curves is None:
@@ -188,7 +198,7 @@ def plot_runs(
     fmt = FORMATS.get(target.suffix.lower())
     if fmt is None:
         raise ConfigError(f"cannot write {target}: use a .png, .svg or .pdf file name")
-    jobs: list[tuple[Path, Any]] = [(target, lambda: curves_figure(loaded, metric))]
+    jobs: list[tuple[Path, Callable[[], Figure]]] = [(target, lambda: curves_figure(loaded, metric))]
     stale: list[str] = []  # stems of confusion figures whose eval report no longer matches the weights
     if not compare:
         jobs += _confusion_jobs(loaded[0], fmt, result, stale)
@@ -204,17 +214,16 @@ def plot_runs(
         if removed:
             result.notes.append(f"removed the out-of-date {', '.join(removed)} from {loaded[0].path}")
     for path, make in jobs:
-        figure = make()
-        atomic_write_with(
-            path, lambda handle, figure=figure: figure.savefig(handle, format=fmt, metadata=_METADATA[fmt])
-        )
+        atomic_write_with(path, functools.partial(_save_figure, make(), fmt))
         if path.parent.resolve() in run_folders:
             record_owned(path.parent, [path.name])
         result.paths.append(path)
     return result
 
 
-def _confusion_jobs(run: RunCurves, fmt: str, result: PlotResult, stale: list[str]) -> list[tuple[Path, Any]]:
+def _confusion_jobs(
+    run: RunCurves, fmt: str, result: PlotResult, stale: list[str]
+) -> list[tuple[Path, Callable[[], Figure]]]:
     """The confusion matrix of the first eval report of ``run`` that still matches its weights; the figure stems
     of stale reports go into ``stale``."""
     for split in _SPLITS:
@@ -234,14 +243,18 @@ def _confusion_jobs(run: RunCurves, fmt: str, result: PlotResult, stale: list[st
             )
             continue
         path = run.path / f"confusion-{split}.{fmt}"
-        return [(path, lambda doc=doc, split=split: confusion_figure(doc, f"{run.name}: {split}"))]
+        return [(path, functools.partial(confusion_figure, doc, f"{run.name}: {split}"))]
     if not stale and run.ours:
         when = " once training has finished" if run.training else ""
         result.notes.append(f"{run.path} has no eval report: no confusion matrix (run 'resnet eval {run.path}'{when})")
     return []
 
 
-def _stale_reason(report_path: Path, doc: dict) -> str | None:
+def _save_figure(figure: Figure, fmt: str, handle: IO[bytes]) -> None:
+    figure.savefig(handle, format=fmt, metadata=_METADATA[fmt])
+
+
+def _stale_reason(report_path: Path, doc: dict[str, Any]) -> str | None:
     """Why an eval report no longer describes the weights beside it, or None when it still does.
 
     ``resnet eval`` writes the report beside the weights it evaluated, so the file to compare is the one with
@@ -262,7 +275,7 @@ def _stale_reason(report_path: Path, doc: dict) -> str | None:
 
 def _remove_owned_figures(folder: Path, stem: str) -> list[str]:
     """Delete the tool's own figures named ``stem.<fmt>`` in ``folder`` (never a file the user made)."""
-    removed = []
+    removed: list[str] = []
     owned = owned_files(folder)
     for suffix in FORMATS:
         path = folder / f"{stem}{suffix}"
@@ -276,7 +289,7 @@ def _remove_owned_figures(folder: Path, stem: str) -> list[str]:
 # -- the curves figure -----------------------------------------------------------------------------------------
 
 
-def curves_figure(runs: list[RunCurves], metric: str = "all"):
+def curves_figure(runs: list[RunCurves], metric: str = "all") -> Figure:
     """The learning-curves ``Figure`` of ``runs``: panels by ``metric``, one legend for the whole figure."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -309,6 +322,7 @@ def curves_figure(runs: list[RunCurves], metric: str = "all"):
 def _series(run: RunCurves, panel: str) -> list[tuple[str, list[float | None]]]:
     """(line style, values per epoch) of what ``run`` draws in ``panel``."""
     h = run.history
+    out: list[tuple[str, list[float | None]]]
     if panel == "loss":
         out = [(_TRAIN_RUNNING, [r.train_loss for r in h])]
         if any(r.train_eval_loss is not None for r in h):
@@ -320,21 +334,21 @@ def _series(run: RunCurves, panel: str) -> list[tuple[str, list[float | None]]]:
             out.append((_TRAIN_EVAL, [None if r.train_eval_acc is None else 100 * r.train_eval_acc for r in h]))
         return [*out, (_VAL, [100 * r.val_acc for r in h])]
     if panel == "gap":
-        honest = run.honest_gap
-        return [("-", [r.val_loss - (r.train_eval_loss if honest else r.train_loss) for r in h])]  # type: ignore[operator]
+        train = [r.train_eval_loss if run.honest_gap else r.train_loss for r in h]
+        return [("-", [None if t is None else r.val_loss - t for r, t in zip(h, train, strict=True)])]
     if panel == "acc_gap":
-        honest = run.honest_gap
-        return [("-", [100 * ((r.train_eval_acc if honest else r.train_acc) - r.val_acc) for r in h])]  # type: ignore[operator]
+        train = [r.train_eval_acc if run.honest_gap else r.train_acc for r in h]
+        return [("-", [None if t is None else 100 * (t - r.val_acc) for r, t in zip(h, train, strict=True)])]
     return [("-", [r.lr for r in h])]
 
 
-def _draw(ax, panel: str, run: RunCurves, index: int, count: int) -> None:
+def _draw(ax: Axes, panel: str, run: RunCurves, index: int, count: int) -> None:
     colour = f"C{index % 10}"
     marker = _RUN_MARKERS[index % len(_RUN_MARKERS)]
     epochs = [r.epoch for r in run.history]
     every = max(1, len(epochs) // 40)  # a marker on every epoch of a short run, not a smear on a long one
     for style, values in _series(run, panel):
-        ys = [math.nan if v is None else v for v in values]
+        ys = [_nan_if_none(v) for v in values]
         if panel == "lr":
             if all(v is None for v in values):
                 continue
@@ -368,10 +382,10 @@ def _draw(ax, panel: str, run: RunCurves, index: int, count: int) -> None:
     if panel in ("loss", "acc"):
         _markers(ax, run, _series(run, panel)[-1][1], colour)
     elif panel == "lr" and run.lr_drops:
-        by_epoch = {r.epoch: r.lr for r in run.history}
+        lr_at = {r.epoch: r.lr for r in run.history if r.lr is not None}  # every drop is between two known rates
         ax.plot(
             run.lr_drops,
-            [by_epoch[e] for e in run.lr_drops],
+            [lr_at[e] for e in run.lr_drops],
             "v",
             color=colour,
             markersize=8,
@@ -380,12 +394,18 @@ def _draw(ax, panel: str, run: RunCurves, index: int, count: int) -> None:
         )
 
 
-def _markers(ax, run: RunCurves, values: list[float | None], colour: str) -> None:
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _markers(ax: Axes, run: RunCurves, values: list[float | None], colour: str) -> None:
     by_epoch = dict(zip([r.epoch for r in run.history], values, strict=True))
-    if by_epoch.get(run.best_epoch) is not None:
+    best = run.best_epoch
+    at_best = None if best is None else by_epoch.get(best)
+    if best is not None and at_best is not None:
         ax.plot(
-            [run.best_epoch],
-            [by_epoch[run.best_epoch]],
+            [best],
+            [at_best],
             "o",
             color=colour,
             markersize=9,
@@ -398,10 +418,18 @@ def _markers(ax, run: RunCurves, values: list[float | None], colour: str) -> Non
         ax.axvline(epoch, color=colour, linestyle=":", linewidth=1, alpha=0.7, label=f"_{run.name} lr reduction")
     if run.stop_reason == "early_stop":
         last = run.history[-1].epoch
-        ax.plot([last], [by_epoch[last]], "X", color=colour, markersize=10, label=f"_{run.name} early stop", zorder=10)
+        ax.plot(
+            [last],
+            [_nan_if_none(by_epoch[last])],
+            "X",
+            color=colour,
+            markersize=10,
+            label=f"_{run.name} early stop",
+            zorder=10,
+        )
 
 
-def _finish_panel(ax, panel: str, runs: list[RunCurves]) -> None:
+def _finish_panel(ax: Axes, panel: str, runs: list[RunCurves]) -> None:
     """Titles, scales and limits that hold for the whole panel, over all runs."""
     series = [values for run in runs for _, values in _series(run, panel)]
     if panel == "loss":
@@ -439,7 +467,7 @@ def _gap_source(runs: list[RunCurves]) -> str:
     return f"{', '.join(r.name for r in runs if not r.honest_gap)}: {_BIASED}; others: eval-mode train subset"
 
 
-def _set_ylim(ax, series: list[list[float | None]], log: bool = False, include_zero: bool = False) -> None:
+def _set_ylim(ax: Axes, series: list[list[float | None]], log: bool = False, include_zero: bool = False) -> None:
     limits = robust_limits(series, log=log, include_zero=include_zero)
     if limits is None:
         return
@@ -484,13 +512,13 @@ def robust_limits(
     return (10**lo, 10**hi) if log else (lo, hi)
 
 
-def _plain_log_labels(ax) -> None:
+def _plain_log_labels(ax: Axes) -> None:
     """Decimal labels (0.6, 0.001) on a log axis instead of matplotlib's 6×10⁻¹; the formatter still decides
     which minor ticks get one."""
     from matplotlib.ticker import LogFormatter
 
     class PlainLogFormatter(LogFormatter):
-        def __call__(self, x, pos=None):
+        def __call__(self, x: float, pos: int | None = None) -> str:
             return plain_number(x) if super().__call__(x, pos) else ""
 
     ax.yaxis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
@@ -504,7 +532,7 @@ def plain_number(x: float) -> str:
     return np.format_float_positional(float(f"{x:.6g}"), trim="-")
 
 
-def _legend_handles(runs: list[RunCurves], panels: list[str]) -> list:
+def _legend_handles(runs: list[RunCurves], panels: list[str]) -> list[Line2D]:
     """One entry per run (its colour, marker and progress) and one per line style, instead of a legend per panel."""
     from matplotlib.lines import Line2D
 
@@ -539,7 +567,7 @@ def _legend_handles(runs: list[RunCurves], panels: list[str]) -> list:
 # -- the confusion matrix --------------------------------------------------------------------------------------
 
 
-def confusion_figure(report: dict, title: str):
+def confusion_figure(report: dict[str, Any], title: str) -> Figure:
     """Row-normalised confusion matrix (each true class sums to 1), counts in the cells when they fit."""
     import numpy as np
     from matplotlib.figure import Figure
@@ -574,7 +602,7 @@ def confusion_figure(report: dict, title: str):
 # -- reading a run folder --------------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict:
+def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``, or {} when it is missing, unreadable or not an object."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -583,7 +611,7 @@ def _read_json(path: Path) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
-def _is_our_config(config: dict) -> bool:
+def _is_our_config(config: dict[str, Any]) -> bool:
     """Whether a config.json is the one `resnet train` writes (a model trained elsewhere brings none)."""
     return isinstance(config.get("train"), dict) and isinstance(config.get("model"), dict)
 

@@ -242,8 +242,11 @@ def _tolerant_streams() -> None:
     # raise UnicodeEncodeError mid-output: write it as a backslash escape instead. JSON uses \u escapes there
     # (console.json_text), so it stays valid JSON.
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, ValueError, OSError):
-            stream.reconfigure(errors="backslashreplace")
+        # Duck-typed: sys.stdout is typed TextIO, but a TextIOWrapper (or a wrapper that proxies one) has it.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(ValueError, OSError):
+                reconfigure(errors="backslashreplace")
 
 
 def main() -> None:

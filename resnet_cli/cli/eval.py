@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -91,7 +91,7 @@ def eval_command(
 
 
 class _StepCallback(Callback):
-    def __init__(self, progress) -> None:
+    def __init__(self, progress: Any) -> None:
         self.progress = progress
 
     def on_validation_start(self, epoch: int, steps: int) -> None:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from resnet_cli.cli import console
 from resnet_cli.cli.options import Device, InferencePrecision, Json, Quiet
+
+if TYPE_CHECKING:  # torch stays unimported until a command runs
+    from resnet_cli.engine.predict import PredictResult
 
 
 def predict(
@@ -60,7 +63,7 @@ def predict(
         raise typer.Exit(1)
 
 
-def _table(result) -> None:
+def _table(result: PredictResult) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -75,7 +78,7 @@ def _table(result) -> None:
     console.stdout_console().print(table)
 
 
-def _csv(result, top_k: int) -> None:
+def _csv(result: PredictResult, top_k: int) -> None:
     k = min(top_k, len(result.classes))
     writer = csv.writer(sys.stdout, lineterminator="\n")
     header = ["path"]

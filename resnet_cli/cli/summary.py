@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from resnet_cli.cli import console
 from resnet_cli.cli.options import Arch, Json, Quiet
+
+if TYPE_CHECKING:  # torch stays unimported until a command runs
+    from resnet_cli.models.summary import ModelSummary
 
 
 def summary(
@@ -59,7 +62,7 @@ def summary(
     _render(result)
 
 
-def _render(result) -> None:
+def _render(result: ModelSummary) -> None:
     from rich.table import Table
 
     m = result.model

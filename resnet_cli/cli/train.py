@@ -6,12 +6,18 @@ import contextlib
 import dataclasses
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from resnet_cli.cli import console
+
+if TYPE_CHECKING:  # torch stays unimported until a command runs
+    from resnet_cli.engine.callbacks import StopRequest
+    from resnet_cli.engine.distributed import DistInfo
+    from resnet_cli.engine.train import TrainResult
 from resnet_cli.cli.options import (
     ARCH_CHOICES,
     PRECISION_CHOICES,
@@ -154,7 +160,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and source.name == "COMMANDLINE"
 
 
-def _dist_from_env():
+def _dist_from_env() -> DistInfo:
     from resnet_cli.engine.distributed import DistInfo
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
@@ -164,18 +170,18 @@ def _dist_from_env():
 
 
 @contextlib.contextmanager
-def _signals_to(stop):
+def _signals_to(stop: StopRequest) -> Iterator[None]:
     """Route SIGINT/SIGTERM to ``stop`` (finish the step, save, exit 130/143); later signals are ignored
     so a second Ctrl-C cannot interrupt the checkpoint write."""
 
-    def handler(signum, _frame):
+    def handler(signum: int, _frame: object) -> None:
         if stop.requested:
             console.warning_line("already stopping: writing the checkpoint, please wait")
         else:
             console.warning_line(f"{signal.Signals(signum).name}: stopping after this step, then saving last.pt")
         stop.request(signum)
 
-    previous = {}
+    previous: dict[signal.Signals, Any] = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread
             previous[sig] = signal.signal(sig, handler)
@@ -186,7 +192,7 @@ def _signals_to(stop):
             signal.signal(sig, old)
 
 
-def _render(result) -> None:
+def _render(result: TrainResult) -> None:
     from rich.markup import escape
     from rich.table import Table
 

@@ -74,7 +74,8 @@ class ManifestDataset(Dataset):
             raise DatasetError(f"cannot decode {path}: {exc}; run 'resnet split' again to check the data") from None
         except OSError as exc:
             raise DatasetError(f"cannot read {path}: {exc.strerror or exc}; run 'resnet split' again") from None
-        return F.pil_to_tensor(image)
+        tensor: torch.Tensor = F.pil_to_tensor(image)  # torchvision ships no type information
+        return tensor
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         return self.__getitems__([key])[0]
@@ -147,8 +148,13 @@ class EpochBatchSampler(Sampler[list]):
 
     def _indices(self) -> list[int]:
         if self.train:
-            sampler = DistributedSampler(
-                range(self.size), num_replicas=self.world_size, rank=self.rank, shuffle=self.shuffle, seed=self.seed
+            # DistributedSampler only takes len() of its dataset, but its stub asks for a Dataset.
+            sampler: DistributedSampler[int] = DistributedSampler(
+                range(self.size),  # type: ignore[arg-type]
+                num_replicas=self.world_size,
+                rank=self.rank,
+                shuffle=self.shuffle,
+                seed=self.seed,
             )
             sampler.set_epoch(self.epoch)
             return list(sampler)

@@ -11,6 +11,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from resnet_cli.errors import ConfigError, OutputExistsError
 from resnet_cli.fs import atomic_write_bytes
@@ -23,7 +24,7 @@ class SampleDataResult:
     classes: list[str]
     per_class: dict[str, int]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"dest": str(self.dest), "images": self.images, "classes": self.classes, "per_class": self.per_class}
 
 

@@ -201,7 +201,9 @@ def _link_escape(real: str, class_real: str, fence_real: str) -> str:
     return ""
 
 
-def _walk_class(root: Path, label: str, fence_real: str, skipped: list[tuple[str, str]]) -> Iterator:
+def _walk_class(
+    root: Path, label: str, fence_real: str, skipped: list[tuple[str, str]]
+) -> Iterator[tuple[str, str, bool]]:
     """Yield ``(relative path, real path, reached through a link)`` for every non-hidden file of a class.
 
     Links leaving the class inside the data folder are appended to ``skipped`` instead.

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from resnet_cli import __version__
-from resnet_cli.config import SplitConfig
+from resnet_cli.config import SplitConfig, resolve_workers
 from resnet_cli.data.scan import ImageFile, ProgressFn, find_part_folders, scan_folder, verify_files
 from resnet_cli.errors import DatasetError, SplitError
 from resnet_cli.fs import atomic_open, refuse_overwrite
@@ -188,7 +188,8 @@ def make_split(
     refuse_overwrite(sidecar_path(manifest_path), config.force, "manifest sidecar")
 
     found = _scan_parts(root, part_folders) if from_folders and part_folders else _scan_one(root)
-    checked = verify_files(root, found.files, workers=config.workers, progress=progress, max_pixels=max_pixels)
+    workers = resolve_workers(config.workers, "image verification")
+    checked = verify_files(root, found.files, workers=workers, progress=progress, max_pixels=max_pixels)
     bad = [(v.path, v.error) for v in checked if v.error]
     bad += [(name, "name not valid UTF-8, which the manifest cannot hold: rename it") for name in found.bad_names]
     if bad and not config.skip_bad:
@@ -363,7 +364,7 @@ def _scan_parts(root: Path, part_folders: dict[str, str]) -> _Found:
     for part, classes in found.part_classes.items():
         missing, extra = sorted(train_classes - set(classes)), sorted(set(classes) - train_classes)
         if missing or extra:
-            folder, train = root / part_folders[part], root / part_folders["train"]
+            folder, train = str(root / part_folders[part]), str(root / part_folders["train"])
             what = "; ".join(
                 text
                 for text in (

@@ -23,7 +23,7 @@ AUGMENTATIONS = ("rrc", "crop", "none")
 
 
 def eval_transform(pre: PreprocessConfig, normalize: bool = True) -> v2.Compose:
-    steps: list = [
+    steps: list[v2.Transform] = [
         v2.Resize(pre.resize_size, antialias=True),
         v2.CenterCrop(pre.image_size),
         v2.ToDtype(torch.float32, scale=True),
@@ -35,7 +35,7 @@ def eval_transform(pre: PreprocessConfig, normalize: bool = True) -> v2.Compose:
 
 def train_transform(pre: PreprocessConfig) -> v2.Compose:
     if pre.augment == "rrc":
-        steps: list = [v2.RandomResizedCrop(pre.image_size, antialias=True)]
+        steps: list[v2.Transform] = [v2.RandomResizedCrop(pre.image_size, antialias=True)]
     elif pre.augment == "crop":
         steps = [
             v2.Resize(pre.image_size, antialias=True),

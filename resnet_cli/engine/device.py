@@ -139,7 +139,7 @@ def resolve_channels_last(requested: bool | None, device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def autocast(placement: Placement):
+def autocast(placement: Placement) -> contextlib.AbstractContextManager[object]:
     """The autocast context for a placement (a no-op context in fp32)."""
     dtype = placement.autocast_dtype
     if dtype is None:

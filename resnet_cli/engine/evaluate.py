@@ -156,7 +156,8 @@ def evaluate(
     if not rows:
         hint = " (split with --test 0.1 to hold out a test part)" if split == "test" else ""
         raise DatasetError(f"the {split} part of {man.path} is empty{hint}")
-    notes = [weights.note] if getattr(weights, "note", None) else []
+    note = getattr(weights, "note", None)
+    notes: list[str] = [str(note)] if note else []
     notes += check_not_trained_on(weights.run_dir, man, rows, split)
 
     pre = weights.preprocess

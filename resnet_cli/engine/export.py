@@ -210,11 +210,14 @@ def _onnx_bytes(model: nn.Module, inputs: torch.Tensor, metadata: dict[str, str]
             dynamic_shapes=({0: batch},),
             verbose=False,
         )
+        if program is None:  # only the legacy exporter returns nothing; dynamo=True always gives a program
+            raise RunFailedError("the ONNX exporter returned no program: update torch and onnxscript")
         file = Path(tmp) / "model.onnx"
         program.save(str(file))
         proto = onnx.load(str(file))
     onnx.helper.set_model_props(proto, metadata)
-    return proto.SerializeToString()
+    payload: bytes = proto.SerializeToString()
+    return payload
 
 
 def _onnx_runner(payload: bytes) -> Runner:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from resnet_cli.engine.callbacks import Callback, StopRequest
 from resnet_cli.engine.device import Placement, autocast, resolve_channels_last, resolve_precision
@@ -28,7 +30,8 @@ class AutocastForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with autocast(self.placement):
-            return self.model(x)
+            logits: torch.Tensor = self.model(x)
+            return logits
 
 
 def to_device(x: torch.Tensor, placement: Placement) -> torch.Tensor:
@@ -40,7 +43,7 @@ def to_device(x: torch.Tensor, placement: Placement) -> torch.Tensor:
 
 def predict_batches(
     model: nn.Module,
-    loader,
+    loader: DataLoader[Any],
     placement: Placement,
     callback: Callback | None = None,
     stop: StopRequest | None = None,

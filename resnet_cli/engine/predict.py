@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torchvision.transforms.v2 import functional as F
 
 from resnet_cli.data import images
 from resnet_cli.data.transforms import eval_transform
-from resnet_cli.engine.device import resolve_device
+from resnet_cli.engine.device import Placement, resolve_device
 from resnet_cli.engine.inference import inference_network, to_device
 from resnet_cli.errors import ConfigError, DatasetError
 from resnet_cli.io.checkpoint import identify_file
-from resnet_cli.io.weights import load_onnx, load_weights, resolve_weights_path
+from resnet_cli.io.weights import LoadedWeights, OnnxWeights, load_onnx, load_weights, resolve_weights_path
 
 
 @dataclass
@@ -62,7 +64,7 @@ class PredictResult:
         }
 
 
-def collect_inputs(inputs: list[str | os.PathLike[str]]) -> list[Path]:
+def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Files as given; folders searched recursively for image names (hidden entries skipped), sorted.
 
     Entries that are not regular files (a FIFO, a link to a device) are kept, so that :func:`predict` reports
@@ -116,7 +118,7 @@ def not_regular(path: Path) -> str | None:
 
 def predict(
     target: str | os.PathLike[str],
-    inputs: list[str | os.PathLike[str]],
+    inputs: Sequence[str | os.PathLike[str]],
     top_k: int = 5,
     batch_size: int = 64,
     device: str = "auto",
@@ -133,6 +135,9 @@ def predict(
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     dev, _ = resolve_device(device)
     path = resolve_weights_path(target)
+    weights: LoadedWeights | OnnxWeights
+    net: nn.Module | OnnxWeights
+    placement: Placement | None
     if identify_file(path).kind == "onnx":
         if precision not in ("auto", "fp32"):
             raise ConfigError(f"--precision {precision} does not apply to an ONNX model, which runs in float32")

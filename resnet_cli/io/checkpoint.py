@@ -33,12 +33,13 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The bare network under DataParallel, DistributedDataParallel, torch.compile and autocast wrappers."""
     while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
         elif isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
             model = model.module
-        elif getattr(model, "wraps_model", False):
-            model = model.model
+        elif getattr(model, "wraps_model", False) and isinstance(getattr(model, "model", None), nn.Module):
+            model = model.model  # type: ignore[assignment]  # an nn.Module, checked just above
         else:
             return model
 
@@ -172,6 +173,7 @@ def _kind_of(path: Path, head: bytes) -> FileKind:
     if len(head) > 262 and head[257:262] == b"ustar":
         return FileKind("other", "a tar archive")
     if b"\x00" not in head:
+        text: str | None
         try:
             text = head.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -293,7 +295,7 @@ def load_checkpoint(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's UserWarnings would reach the user's stderr
-            data = torch.load(path, map_location=map_location, weights_only=True)
+            data: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):

@@ -7,6 +7,7 @@ at 224 px is summarised without allocating or computing anything.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -93,7 +94,7 @@ def summarize(config: ModelConfig, image_size: int = 224, depth: int = 2, batch_
     for name, module in model.named_modules():
         if name:
             handles.append(module.register_forward_hook(_shape_hook(shapes, name)))
-    counter = FlopCounterMode(display=False, depth=None)
+    counter = FlopCounterMode(display=False, depth=None)  # type: ignore[arg-type]  # None: every depth
     try:
         with counter, torch.no_grad():
             model(x)
@@ -134,7 +135,7 @@ def summarize(config: ModelConfig, image_size: int = 224, depth: int = 2, batch_
     )
 
 
-def _shape_hook(shapes: dict[str, tuple[int, ...]], name: str):
+def _shape_hook(shapes: dict[str, tuple[int, ...]], name: str) -> Callable[[nn.Module, object, object], None]:
     def hook(_module: nn.Module, _inputs: object, output: object) -> None:
         if isinstance(output, torch.Tensor):
             shapes[name] = tuple(output.shape)
