@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,19 +225,20 @@ def _parse_json(path: Path, raw: bytes) -> dict[str, Any]:
 
 
 def _parse_toml(path: Path, raw: bytes) -> dict[str, Any]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:  # tomli is the same parser, installed as a dependency on Python 3.10
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ModuleNotFoundError:
             raise ConfigError(f"reading {path} needs Python 3.11 or the tomli package: pip install tomli") from None
     try:
-        return tomllib.loads(raw.decode("utf-8"))
+        doc: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text: a config file is TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return doc
 
 
 def _check_options(path: Path, doc: dict[str, Any]) -> dict[str, Any]:
