@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,23 @@ LOCK_NAME = ".resnet.lock"
 OWNED_NAME = ".resnet-files.json"
 OWNED_FORMAT = "resnet-cli run files"
 _TMP_SUFFIX = ".tmp"
+
+
+def special_file_kind(mode: int) -> str:
+    """``""`` for a regular file, else what it is in words ("a FIFO", "a character device", ...), from a
+    ``stat`` mode: only regular files are ever read as images or weights."""
+    if stat.S_ISREG(mode):
+        return ""
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 def current_umask() -> int:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -39,6 +38,8 @@ from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from resnet_cli.fs import special_file_kind
 
 #: File extensions taken as images, compared case-insensitively.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -129,34 +130,18 @@ def load(path: str | Path, channels: int, background: int = 255, max_pixels: int
 @contextlib.contextmanager
 def _open_regular(path: str | os.PathLike[str]) -> Iterator[int]:
     """A read-only descriptor of ``path``, which must be a regular file (links followed)."""
-    kind = _kind(os.stat(path).st_mode)  # before opening: opening a device can have side effects
+    kind = special_file_kind(os.stat(path).st_mode)  # before opening: opening a device can have side effects
     if kind:
         raise ImageDecodeError(f"not a regular file ({kind}): only image files are read")
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(path, flags)
     try:
-        kind = _kind(os.fstat(fd).st_mode)  # it may have been swapped between stat and open
+        kind = special_file_kind(os.fstat(fd).st_mode)  # it may have been swapped between stat and open
         if kind:
             raise ImageDecodeError(f"not a regular file ({kind}): only image files are read")
         yield fd
     finally:
         os.close(fd)
-
-
-def _kind(mode: int) -> str:
-    """``""`` for a regular file, else what it is, in words."""
-    if stat.S_ISREG(mode):
-        return ""
-    for test, name in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISDIR, "a folder"),
-    ):
-        if test(mode):
-            return name
-    return "not a plain file"
 
 
 def _too_big(size: int, limit: int) -> str:

@@ -8,7 +8,6 @@ regular files are read as images: a FIFO or a link to a device is reported by na
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from resnet_cli.data.transforms import eval_transform
 from resnet_cli.engine.device import Placement, resolve_device
 from resnet_cli.engine.inference import inference_network, to_device
 from resnet_cli.errors import ConfigError, DatasetError
+from resnet_cli.fs import special_file_kind
 from resnet_cli.io.checkpoint import identify_file
 from resnet_cli.io.weights import LoadedWeights, OnnxWeights, load_onnx, load_weights, resolve_weights_path
 
@@ -102,18 +102,8 @@ def not_regular(path: Path) -> str | None:
         return "does not exist (a broken link?)"
     except OSError as exc:
         return exc.strerror or str(exc)
-    if stat.S_ISREG(mode):
-        return None
-    for test, words in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISDIR, "a folder"),
-    ):
-        if test(mode):
-            return f"not a regular file ({words}): only image files are read"
-    return "not a regular file: only image files are read"
+    kind = special_file_kind(mode)
+    return f"not a regular file ({kind}): only image files are read" if kind else None
 
 
 def predict(

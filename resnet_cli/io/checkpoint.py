@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from resnet_cli.errors import CheckpointError, RunFailedError
-from resnet_cli.fs import atomic_write_bytes
+from resnet_cli.fs import atomic_write_bytes, special_file_kind
 
 FORMAT = "resnet-cli checkpoint"
 VERSION = 1
@@ -126,7 +126,7 @@ def identify_file(path: str | os.PathLike[str]) -> FileKind:
     if stat.S_ISDIR(mode):
         raise CheckpointError(f"{path} is a folder without best.pt or last.pt: {PASS_INSTEAD}")
     if not stat.S_ISREG(mode):
-        raise CheckpointError(f"{path} is {_special_kind(mode)}, not a regular file: {PASS_INSTEAD}")
+        raise CheckpointError(f"{path} is {special_file_kind(mode)}, not a regular file: {PASS_INSTEAD}")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         try:
@@ -200,18 +200,6 @@ def _zip_kind(path: Path) -> FileKind:
     if any(name == f"{top}/data.pkl" for top in tops for name in names):
         return FileKind("torch", "a torch checkpoint")
     return FileKind("other", "a zip archive that is not a torch checkpoint (no data.pkl)")
-
-
-def _special_kind(mode: int) -> str:
-    for test, words in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return words
-    return "a special file"
 
 
 def not_weights_message(path: str | os.PathLike[str], kind: FileKind) -> str:
