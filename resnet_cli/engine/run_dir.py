@@ -25,6 +25,7 @@ from resnet_cli.engine.state import RunMeta, read_run_meta, versions
 from resnet_cli.errors import CheckpointError, ConfigError, DatasetError, OutputExistsError
 from resnet_cli.fs import LOCK_NAME, OWNED_NAME, atomic_write_text, check_not_busy, owned_files, remove_owned
 from resnet_cli.io.checkpoint import read_project_checkpoint
+from resnet_cli.io.weights import read_run_config
 from resnet_cli.models import canonical_arch
 
 #: Files a training run writes itself (recorded as the run's own as they are written).
@@ -181,14 +182,11 @@ def data_stat(manifest: Manifest) -> list[list[Any]]:
     return table
 
 
-def data_fingerprint(manifest: Manifest) -> str:
-    """Hash of every listed file's path and size (kept for 0.1.0 checkpoints, which recorded it).
-
-    Raises:
-        DatasetError: a listed file is missing.
-    """
+def data_fingerprint(table: list[list[Any]]) -> str:
+    """Hash of every listed file's path and size, from a :func:`data_stat` table (kept for 0.1.0 checkpoints,
+    which recorded it)."""
     digest = hashlib.sha256()
-    for path, size, *_ in data_stat(manifest):
+    for path, size, *_ in table:
         digest.update(f"{path}\0{size}\n".encode())
     return digest.hexdigest()
 
@@ -250,11 +248,8 @@ def _is_stale_temporary(name: str, owned: frozenset[str]) -> bool:
 
 
 def _looks_like_legacy_run(run_dir: Path) -> bool:
-    try:
-        doc = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and {"train", "model", "preprocess", "classes"} <= set(doc)
+    doc = read_run_config(run_dir)
+    return doc is not None and "train" in doc
 
 
 def is_run_folder(path: Path) -> bool:

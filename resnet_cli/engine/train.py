@@ -203,7 +203,8 @@ def _fit(
         meta = read_run_meta(saved)
         check_resume_matches(meta, manifest, config.arch, run_dir)
         pre, model_config = meta.preprocess, meta.model_config
-        stat_table = verify_data_unchanged(run_dir, manifest) if dist.is_main else []
+        # Rank 0 checks the content; the others only need the table for the fingerprint.
+        stat_table = verify_data_unchanged(run_dir, manifest) if dist.is_main else data_stat(manifest)
     else:
         from resnet_cli.data.preprocess import resolve as resolve_preprocess
 
@@ -241,7 +242,8 @@ def _fit(
             write_data_stat(run_dir, stat_table)
             if saved is None or not (run_dir / "manifest.csv").exists():
                 atomic_write_bytes(run_dir / "manifest.csv", manifest.path.read_bytes())
-        run = _Run(config, saved, cb, stop, dist, placement, run_dir, manifest, pre, model_config, model)
+        fingerprint = data_fingerprint(stat_table)
+        run = _Run(config, saved, cb, stop, dist, placement, run_dir, manifest, pre, model_config, model, fingerprint)
         for note in init_notes:
             cb.on_message(f"--init {config.init}: {note}")
         return run.train()
@@ -267,6 +269,7 @@ class _Run:
         pre: PreprocessConfig,
         model_config: ModelConfig,
         model: nn.Module,
+        fingerprint: str,
     ) -> None:
         self.cb, self.stop, self.dist, self.placement, self.run_dir = cb, stop, dist, placement, run_dir
         self.config, self.saved = config, saved
@@ -319,7 +322,6 @@ class _Run:
             augment=pre.augment, workers=workers, precision=placement.precision, manifest=str(manifest.path.resolve()),
             channels_last=placement.channels_last, data=str(manifest.root.resolve()), gpus=tuple(placement.gpus),
         )  # fmt: skip
-        fingerprint = data_fingerprint(manifest)
         self.meta = RunMeta(model_config, list(manifest.classes), pre, resolved, placement.precision,
                             manifest.csv_sha256, fingerprint)  # fmt: skip
         self.position = LoaderPosition(seed, dist.world_size, config.batch_size)
