@@ -28,8 +28,8 @@ PUBLISHED_PARAMS = {
 }
 
 
-def test_registry_lists_every_depth():
-    assert list_models() == list(PUBLISHED_PARAMS)
+def test_registry_lists_every_depth_first():
+    assert list_models()[: len(PUBLISHED_PARAMS)] == list(PUBLISHED_PARAMS)
 
 
 @pytest.mark.parametrize("arch", list(PUBLISHED_PARAMS))
@@ -143,6 +143,25 @@ def test_zero_init_residual():
     assert float(build_model(34).layer1[0].bn2.weight.detach().sum()) > 0
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_drop_path_drops_residual_branches_in_training_only_and_keeps_the_keys(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=5, drop_path=0.5)
+    assert list(model.state_dict()) == list(getattr(torchvision.models, arch)(num_classes=5).state_dict())
+    blocks = [b for b in model.modules() if isinstance(b, BasicBlock | Bottleneck)]
+    rates = [getattr(b.drop_path, "p", 0.0) for b in blocks]
+    assert isinstance(blocks[0].drop_path, nn.Identity) and rates[-1] == pytest.approx(0.5)
+    assert rates == sorted(rates) and rates[1] == pytest.approx(0.5 / (len(blocks) - 1))
+    assert isinstance(blocks[-1].drop_path, torchvision.ops.StochasticDepth) and blocks[-1].drop_path.mode == "row"
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        model.train()
+        assert not torch.equal(model(x), model(x))  # BatchNorm alone would give the same batch the same logits
+        model.eval()
+        assert torch.equal(model(x), model(x))
+    assert all(isinstance(b.drop_path, nn.Identity) for b in build_model(arch).modules() if hasattr(b, "drop_path"))
+
+
 @pytest.mark.parametrize("name", [34, "34", "resnet34", "ResNet-34", " RESNET34 "])
 def test_arch_spellings(name):
     assert canonical_arch(name) == "resnet34"
@@ -155,6 +174,7 @@ def test_arch_spellings(name):
         ({"arch": "vit"}, "unknown architecture"),
         ({"arch": 34, "num_classes": -3}, "at least 1"),
         ({"arch": 34, "in_channels": 2}, "1 (greyscale) or 3"),
+        ({"arch": 34, "drop_path": 1.5}, "drop_path must be at least 0 and below 1 (e.g. 0.1), got 1.5"),
     ],
 )
 def test_bad_build_arguments(kwargs, fragment):

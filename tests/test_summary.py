@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from resnet_cli.config import ModelConfig
 from resnet_cli.errors import ConfigError
+from resnet_cli.models import list_models
 from resnet_cli.models.summary import summarize
 from tests.conftest import run_cli
 
@@ -56,6 +59,62 @@ def test_too_small_images(size, small, fragment):
         summarize(ModelConfig("resnet34", small_input=small), image_size=size)
 
 
+def test_vit_b16_matches_torchvisions_published_macs_and_params():
+    s = summarize(ModelConfig("vit-b/16"), image_size=224, depth=1)
+    assert abs(s.total_macs - 17.56e9) / 17.56e9 < 0.01  # torchvision's "GFLOPS" column, which counts MACs
+    assert s.total_params == 86_567_656
+    assert s.model.arch == "vit_b_16" and s.model.image_size == 224
+    assert [r.name for r in s.rows] == ["conv_proj", "class_token", "encoder", "heads"]
+    # The class token gets its own row, so the rows add up; the attention's matrix products are counted too.
+    assert sum(r.params for r in s.rows) == s.total_params and sum(r.macs for r in s.rows) == s.total_macs
+    blocks = {r.name: r for r in summarize(ModelConfig("vit-b/16"), image_size=224, depth=2).rows}
+    block = blocks["encoder.layers.encoder_layer_0"]
+    linear_macs = 197 * (4 * 768 * 768 + 2 * 768 * 3072)
+    assert block.depth == 2 and block.macs == linear_macs + 2 * 197 * 197 * 768
+    assert block.output_shape == (1, 197, 768)
+    assert summarize(ModelConfig("resnet34"), image_size=64).model.image_size is None
+
+
+def test_vit_summary_is_built_for_the_image_size():
+    s = summarize(ModelConfig("vit-ti/4", num_classes=10, in_channels=1), image_size=32, depth=1)
+    by_name = {r.name: r for r in s.rows}
+    assert by_name["conv_proj"].output_shape == (1, 192, 8, 8) and by_name["encoder"].output_shape == (1, 65, 192)
+    assert s.model.image_size == 32
+    with pytest.raises(ConfigError, match="28 px does not fit ViT-S/16"):
+        summarize(ModelConfig("vit-s/16"), image_size=28)
+
+
+def test_list_shows_every_architecture_with_params_and_macs():
+    proc = run_cli("summary", "--list", "--image-size", "28", "--json")
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["image_size"] == 28
+    rows = {row["arch"]: row for row in document["architectures"]}
+    assert list(rows) == list_models()
+    # ResNet-34 with the small-input stem train picks at 28 px: a 3x3 first kernel, 7,680 fewer than the 7x7.
+    assert rows["resnet34"]["params"] == 21_797_672 - 7_680 and rows["resnet34"]["small_input"]
+    assert rows["vit_s_4"]["params"] == 21_717_736 and rows["vit_s_4"]["macs"] > 0 and rows["vit_s_4"]["applicable"]
+    assert rows["vit_s_16"]["applicable"] is False and rows["vit_s_16"]["params"] is None
+    assert "not a multiple of the patch size 16" in rows["vit_s_16"]["note"]
+    table = run_cli("summary", "--list", "--image-size", "224")
+    assert table.returncode == 0, table.stderr
+    assert "ViT-S/16" in table.stdout and "22.1 M" in table.stdout and "21.8 M" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--arch", "vit-s/16", "--small-input"), "small-input stem is a ResNet option"),
+        (("--arch", "vit-s/16", "--image-size", "30"), "use 16 or 32 px"),
+        (("--arch", "vit-s/7"), "unknown architecture 'vit-s/7'"),
+        (("somewhere", "--list"), "--list describes every architecture"),
+    ],
+)
+def test_bad_vit_summaries_exit_2(args, fragment):
+    proc = run_cli("summary", *args)
+    assert proc.returncode == 2 and fragment in proc.stderr and proc.stdout == ""
+
+
 def test_summary_of_a_run_names_its_weights_unless_quiet(trained_run):
     proc = run_cli("summary", trained_run, "--depth", "1")
     assert proc.returncode == 0, proc.stderr
@@ -80,3 +139,5 @@ def test_help_shows_one_example_per_line():
     assert proc.returncode == 0 and " | " not in proc.stdout and "--quiet" in proc.stdout
     lines = [line.strip() for line in proc.stdout.splitlines()]
     assert "resnet summary --arch 50" in lines and "resnet summary runs/r34 --json" in lines
+    assert "resnet summary --list --image-size 32" in lines
+    assert "or a ViT such as" in proc.stdout and "vit-s/16 (see --list)" in proc.stdout

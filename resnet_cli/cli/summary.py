@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import Arch, Json, Quiet
+from resnet_cli.cli.options import ARCH_CHOICES, Json, Quiet, complete_from
 
 if TYPE_CHECKING:  # torch stays unimported until a command runs
-    from resnet_cli.models.summary import ModelSummary
+    from resnet_cli.models.summary import ArchRow, ModelSummary
+
+#: ViT spellings offered by shell completion, beside the ResNets' (the registry accepts more; see --list).
+VIT_CHOICES = tuple(f"vit-{size}/{patch}" for size in ("ti", "s", "b", "l") for patch in (2, 4, 8, 16, 32))
 
 
 def summary(
@@ -23,10 +26,30 @@ def summary(
             show_default=False,
         ),
     ] = None,
-    arch: Arch = "50",
+    arch: Annotated[
+        str,
+        typer.Option(
+            "--arch",
+            "-a",
+            help="18, 34, 50, 101, 152, or a ViT such as vit-s/16 (see --list).",
+            autocompletion=complete_from(*ARCH_CHOICES, *VIT_CHOICES),
+        ),
+    ] = "50",
+    list_all: Annotated[
+        bool,
+        typer.Option(
+            "--list",
+            help="One table of every architecture with its parameters and MACs at --image-size (to pick "
+            "parameter- or MAC-matched pairs).",
+        ),
+    ] = False,
     image_size: Annotated[
         int | None,
-        typer.Option("--image-size", help="Input side in px [default: 224, or the run's].", show_default=False),
+        typer.Option(
+            "--image-size",
+            help="Input side in px; a ViT is built for it [default: 224, or the run's].",
+            show_default=False,
+        ),
     ] = None,
     num_classes: Annotated[int, typer.Option("--num-classes", help="Classifier outputs.")] = 1000,
     in_channels: Annotated[int, typer.Option("--in-channels", help="1 for greyscale, 3 for RGB.")] = 3,
@@ -39,10 +62,24 @@ def summary(
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Show each layer's output shape, parameters and multiply-accumulates, with totals."""
+    """Show each layer's output shape, parameters and multiply-accumulates, with totals; or, with --list, every
+    architecture's parameters and MACs."""
     from resnet_cli.config import ModelConfig
-    from resnet_cli.models.summary import summarize
+    from resnet_cli.models.summary import list_architectures, summarize
 
+    if list_all:
+        if target is not None:
+            from resnet_cli.errors import ConfigError
+
+            raise ConfigError(f"--list describes every architecture: leave out {target}, or drop --list")
+        size = image_size if image_size is not None else 224
+        rows = list_architectures(size, in_channels=in_channels, num_classes=num_classes)
+        if json_out:
+            document = {"image_size": size, "in_channels": in_channels, "num_classes": num_classes}
+            console.print_json({**document, "architectures": [row.to_dict() for row in rows]})
+            return
+        _render_list(rows, size, in_channels, num_classes)
+        return
     if target is not None:
         from resnet_cli.io.weights import load_weights
 
@@ -51,7 +88,8 @@ def summary(
             console.warning_line(weights.note)
         console.info_line(f"weights: {weights.describe()}", quiet)
         config = weights.model_config
-        size = image_size if image_size is not None else weights.preprocess.image_size
+        # A ViT is built for one size (its position embeddings): the run's, unless --image-size asks for another.
+        size = image_size if image_size is not None else (config.image_size or weights.preprocess.image_size)
     else:
         config = ModelConfig(arch=str(arch), num_classes=num_classes, in_channels=in_channels, small_input=small_input)
         size = image_size if image_size is not None else 224
@@ -89,6 +127,22 @@ def _render(result: ModelSummary) -> None:
     )
 
 
+def _render_list(rows: list[ArchRow], size: int, in_channels: int, num_classes: int) -> None:
+    from rich.table import Table
+
+    title = f"every architecture at {size} px, {in_channels} channel(s), {num_classes} classes (MACs per image)"
+    table = Table(title=title, title_justify="left")
+    for column in ("arch", "name", "family", "params", "MACs", "note"):
+        table.add_column(column, justify="right" if column in ("params", "MACs") else "left")
+    for row in rows:
+        if row.params is None or row.macs is None:
+            table.add_row(row.arch, row.display_name, row.family, "n/a", "n/a", row.note)
+        else:
+            note = "small-input stem" if row.small_input else ""
+            table.add_row(row.arch, row.display_name, row.family, f"{row.params / 1e6:.1f} M", _human(row.macs), note)
+    console.stdout_console().print(table)
+
+
 def _human(n: int) -> str:
     if n == 0:
         return "-"
@@ -102,6 +156,8 @@ def register(app: typer.Typer) -> None:
     examples = (
         "resnet summary --arch 50",
         "resnet summary --arch 34 --image-size 32 --small-input --depth 1",
+        "resnet summary --arch vit-s/4 --image-size 32",
+        "resnet summary --list --image-size 32",
         "resnet summary runs/r34 --json",
     )
     # Markdown help: a blank line between examples keeps each on its own line.

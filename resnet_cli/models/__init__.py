@@ -1,6 +1,15 @@
-"""From-scratch ResNets with torchvision's module names, a registry and a layer summary."""
+"""From-scratch ResNets and Vision Transformers with torchvision's module names, a registry and a layer summary."""
 
-from resnet_cli.models.registry import build_model, canonical_arch, check_image_size, depth_of, list_models
+from resnet_cli.models.registry import (
+    build_model,
+    canonical_arch,
+    check_image_size,
+    depth_of,
+    display_name,
+    family_of,
+    list_models,
+    run_name,
+)
 from resnet_cli.models.resnet import (
     BasicBlock,
     Bottleneck,
@@ -13,6 +22,7 @@ from resnet_cli.models.resnet import (
     resnet101,
     resnet152,
 )
+from resnet_cli.models.vit import VisionTransformer, resize_pos_embedding
 
 __all__ = [
     "BasicBlock",
@@ -20,14 +30,19 @@ __all__ = [
     "ResNet",
     "ResidualBlock34",
     "ResidualLearningBlock",
+    "VisionTransformer",
     "build_model",
     "canonical_arch",
     "check_image_size",
     "depth_of",
+    "display_name",
+    "family_of",
     "list_models",
+    "resize_pos_embedding",
     "resnet18",
     "resnet34",
     "resnet50",
     "resnet101",
     "resnet152",
+    "run_name",
 ]

@@ -7,6 +7,7 @@ project, torchvision and timm with ``strict=True`` and no key mapping. The bottl
 References:
     He et al., "Deep Residual Learning for Image Recognition", CVPR 2016 (arXiv:1512.03385).
     Goyal et al., "Accurate, Large Minibatch SGD", 2017 (arXiv:1706.02677): zero-init of the last BN.
+    Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016 (arXiv:1603.09382): ``drop_path``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.ops import StochasticDepth
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -28,8 +30,17 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
+def _drop_path(p: float) -> nn.Module:
+    """Stochastic depth on a residual branch: drop it for whole samples at rate ``p`` while training.
+
+    No parameters either way, so the state dict keeps torchvision's keys.
+    """
+    return StochasticDepth(p, "row") if p > 0 else nn.Identity()
+
+
 class BasicBlock(nn.Module):
-    """Two 3x3 convolutions with an identity or projection shortcut (ResNet-18/34).
+    """Two 3x3 convolutions with an identity or projection shortcut (ResNet-18/34); ``drop_path`` is the
+    block's stochastic depth rate.
 
     Also importable as :data:`ResidualBlock34`, the original project's name for it.
     """
@@ -43,6 +54,7 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         norm_layer: Callable[[int], nn.Module] | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -52,17 +64,19 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = norm_layer(planes)
         self.downsample = downsample
+        self.drop_path = _drop_path(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        result: Tensor = self.relu(out + identity)
+        result: Tensor = self.relu(self.drop_path(out) + identity)
         return result
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, with a shortcut (ResNet-50/101/152).
+    """1x1 reduce, 3x3 (carrying the stride), 1x1 expand by 4, with a shortcut (ResNet-50/101/152);
+    ``drop_path`` is the block's stochastic depth rate.
 
     Also importable as :data:`ResidualLearningBlock`, the original project's name for it.
     """
@@ -76,6 +90,7 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         norm_layer: Callable[[int], nn.Module] | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         norm_layer = norm_layer or nn.BatchNorm2d
@@ -87,13 +102,14 @@ class Bottleneck(nn.Module):
         self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
+        self.drop_path = _drop_path(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        result: Tensor = self.relu(out + identity)
+        result: Tensor = self.relu(self.drop_path(out) + identity)
         return result
 
 
@@ -120,6 +136,8 @@ class ResNet(nn.Module):
         norm_layer: normalisation factory called with a channel count, ``nn.BatchNorm2d`` by default (as in
             torchvision: e.g. ``lambda c: nn.GroupNorm(32, c)`` for small batches). The command line always
             trains with BatchNorm, which is what checkpoints and exports record.
+        drop_path: stochastic depth rate of the last block, rising linearly from 0 at the first (as timm): each
+            block's residual branch is dropped for whole samples at its rate while training (torch's global RNG).
     """
 
     def __init__(
@@ -131,6 +149,7 @@ class ResNet(nn.Module):
         small_input: bool = False,
         zero_init_residual: bool = False,
         norm_layer: Callable[[int], nn.Module] | None = None,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         self._norm_layer = norm_layer or nn.BatchNorm2d
@@ -143,10 +162,13 @@ class ResNet(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         # nn.Identity has no parameters, so the state dict keeps torchvision's keys either way.
         self.maxpool: nn.Module = nn.Identity() if small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        # Stochastic depth rises linearly over all blocks, from 0 at the first to drop_path at the last.
+        rates = [drop_path * i / max(sum(layers) - 1, 1) for i in range(sum(layers))]
+        stage_rates = [rates[sum(layers[:s]) : sum(layers[: s + 1])] for s in range(4)]
+        self.layer1 = self._make_layer(block, 64, layers[0], drop_paths=stage_rates[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2, drop_paths=stage_rates[1])
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2, drop_paths=stage_rates[2])
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2, drop_paths=stage_rates[3])
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc = nn.Linear(512 * block.expansion, num_classes)
 
@@ -163,8 +185,14 @@ class ResNet(nn.Module):
                     nn.init.constant_(last.weight, 0)  # type: ignore[union-attr,arg-type]  # a Tensor, checked above
 
     def _make_layer(
-        self, block: type[BasicBlock | Bottleneck], planes: int, blocks: int, stride: int = 1
+        self,
+        block: type[BasicBlock | Bottleneck],
+        planes: int,
+        blocks: int,
+        stride: int = 1,
+        drop_paths: list[float] | None = None,
     ) -> nn.Sequential:
+        rates = drop_paths or [0.0] * blocks
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             # Projection shortcut: the residual changes resolution or width.
@@ -172,9 +200,11 @@ class ResNet(nn.Module):
                 conv1x1(self.inplanes, planes * block.expansion, stride),
                 self._norm_layer(planes * block.expansion),
             )
-        layers = [block(self.inplanes, planes, stride, downsample, self._norm_layer)]
+        layers = [block(self.inplanes, planes, stride, downsample, self._norm_layer, rates[0])]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, norm_layer=self._norm_layer) for _ in range(1, blocks)]
+        layers += [
+            block(self.inplanes, planes, norm_layer=self._norm_layer, drop_path=rates[i]) for i in range(1, blocks)
+        ]
         return nn.Sequential(*layers)
 
     def forward_features(self, x: Tensor) -> Tensor:
