@@ -37,6 +37,7 @@ from resnet_cli.data.split import make_split
 from resnet_cli.data.transforms import train_transform
 from resnet_cli.engine.callbacks import Callback
 from resnet_cli.engine.device import resolve_channels_last, resolve_precision
+from resnet_cli.engine.recipe import resolve_recipe
 from resnet_cli.engine.train import fit
 from resnet_cli.models import build_model
 
@@ -166,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             images = _common.write_noise(root, max(4 * batch, round(1.2 * batch * steps)), 256)
         manifest = make_split(root, SplitConfig(val=0.2, seed=0)).manifest
-        config = TrainConfig(data=str(root), arch=args.arch, out=str(Path(tmp) / "run"), epochs=2, batch_size=batch,
-                             image_size=args.image_size, workers=args.workers, device=str(device),
-                             precision=args.precision, max_steps_per_epoch=steps, seed=0)  # fmt: skip
+        config = resolve_recipe(TrainConfig(
+            data=str(root), arch=args.arch, out=str(Path(tmp) / "run"), epochs=2, batch_size=batch,
+            image_size=args.image_size, workers=args.workers, device=str(device), precision=args.precision,
+            max_steps_per_epoch=steps, seed=0,
+        ))  # fmt: skip  # the family's recipe (AdamW, lr, weight decay), as fit resolves it
         pre, small = resolve_preprocess(config, manifest.part("train"))
         model_config = ModelConfig(args.arch, len(manifest.classes), pre.in_channels, small)
         bench.say(f"{args.arch}, {images} images at {args.image_size} px, batch {batch}, {steps} steps per epoch, "

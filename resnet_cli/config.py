@@ -102,6 +102,7 @@ class ModelConfig(_Dict):
     num_classes: int = 1000
     in_channels: int = 3  # 1 for greyscale data
     small_input: bool = False  # 3x3 stride-1 stem without max-pool: train turns it on at 64 px or less
+    image_size: int | None = None  # ViTs only: the input side their position embeddings are built for
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,9 @@ class PreprocessConfig(_Dict):
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     normalize: str = "imagenet"  # where mean/std came from: "imagenet" or "dataset"
-    augment: str = "rrc"  # train only: "rrc" (random-resized crop), "crop" (pad + random crop), "none"
+    augment: str = "rrc"  # train only: "rrc", "crop", "none", or a policy ("randaugment", ...) on crop/rrc
     hflip: bool = False  # train only: random horizontal flip (off by default: wrong for digits and text)
+    random_erasing: float = 0.0  # train only: probability of erasing a random rectangle (after normalisation)
     background: int = 255  # grey level alpha channels are composited on (white)
 
 
@@ -127,28 +129,53 @@ class TrainConfig(_Dict):
 
     data: str = option("data", "ImageFolder root holding the split manifest.", short="-d")
     manifest: str | None = option(None, "Manifest CSV [default: DATA/manifest.csv].")
-    arch: str = option("resnet34", "18, 34, 50, 101 or 152 (or resnet34-style names).", short="-a")
+    arch: str = option(
+        "resnet34", "18, 34, 50, 101, 152, or a ViT such as vit-s/16 ('resnet summary --list').", short="-a"
+    )
     out: str | None = option(None, "Run folder [default: `runs/rDEPTH`].", short="-o")
     epochs: int = option(30, "Maximum epochs (early stopping may end sooner).", short="-e")
     batch_size: int = option(64, "Images per batch.", short="-b")
-    # AdamW's usual starting point for from-scratch ResNets at batch 64.
-    lr: float = option(1e-3, "AdamW learning rate.")
-    weight_decay: float = option(0.05, "AdamW weight decay (not on norms/biases).")
+    # Per-family defaults (None) are resolved by resnet_cli.engine.recipe and recorded in config.json.
+    optimizer: str | None = option(None, "adamw, or sgd (momentum 0.9, Nesterov) [default: adamw].")
+    lr: float | None = option(
+        None, "Peak learning rate [default: AdamW 1e-3 for ResNets, 5e-4 for ViTs; SGD 0.1 x batch/256]."
+    )
+    weight_decay: float | None = option(
+        None, "Weight decay, not on norms, biases or embeddings [default: 0.05 with AdamW, 1e-4 with SGD]."
+    )
+    schedule: str | None = option(None, "plateau, cosine or step [default: plateau for ResNets, cosine for ViTs].")
+    warmup_epochs: int | None = option(
+        None, "Epochs of linear LR warm-up [default: 0 for ResNets; ViTs min(5, epochs/6)]."
+    )
+    clip_grad: float = option(0.0, "Clip the gradient norm to this (0: off).")
     image_size: int | None = option(None, "Input side in px [default: from the images; 224 for photos].")
     in_channels: int | None = option(None, "1 or 3 [default: 1 if all images are greyscale].")
     small_input: bool | None = option(
         None, "3x3 stride-1 stem [default: on for <= 64 px].", flag="--small-input/--no-small-input"
     )
-    augment: str | None = option(None, "rrc, crop or none [default: crop for <= 64 px, else rrc].")
+    augment: str | None = option(
+        None,
+        "rrc, crop, none, or a policy on top of crop/rrc: randaugment, trivialaugment, autoaugment "
+        "[default: ResNets crop for <= 64 px, else rrc; ViTs randaugment].",
+    )
     # Off by default: flipping is wrong for digits and text.
     hflip: bool = option(False, "Random horizontal flips.", flag="--hflip/--no-hflip")
     normalize: str = option("imagenet", "imagenet, or dataset (train-part mean/std).")
     patience: int = option(8, "Early stopping: epochs without val-loss gain.")
     min_delta: float = option(0.0, "Early stopping: smallest gain that counts.")
     lr_patience: int = option(3, "Epochs of plateau before lowering the LR.")  # ReduceLROnPlateau on val loss
-    lr_factor: float = option(0.1, "LR multiplier on a plateau.")
+    lr_factor: float = option(0.1, "LR multiplier on a plateau, and at each step of --schedule step.")
     min_lr: float = option(1e-6, "Lowest learning rate.")
-    label_smoothing: float = option(0.0, "Cross-entropy label smoothing.")
+    label_smoothing: float | None = option(
+        None, "Cross-entropy label smoothing [default: 0 for ResNets, 0.1 for ViTs]."
+    )
+    mixup: float | None = option(None, "MixUp alpha (0: off) [default: 0 for ResNets, 0.8 for ViTs].")
+    cutmix: float | None = option(None, "CutMix alpha (0: off) [default: 0 for ResNets, 1.0 for ViTs].")
+    random_erasing: float | None = option(
+        None, "Random-erasing probability (0: off) [default: 0 for ResNets, 0.25 for ViTs]."
+    )
+    drop_path: float | None = option(None, "Stochastic-depth rate [default: 0 for ResNets, 0.1 for ViTs].")
+    ema: float = option(0.0, "Keep an exponential moving average of the weights with this decay, e.g. 0.999 (0: off).")
     zero_init_residual: bool = option(False, "Zero-init each block's last BatchNorm.")
     seed: int = option(42, "Seed of initialisation, order and augmentation.")
     workers: int | None = option(None, WORKERS_HELP, short="-j")

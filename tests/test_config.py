@@ -149,7 +149,7 @@ def test_config_file_sets_options_and_flags_given_override_it(small_split, tmp_p
     assert train["arch"] == "resnet18" and train["batch_size"] == 16 and train["lr"] == 0.002
     assert train["max_steps_per_epoch"] == 1 and train["seed"] == 7
     assert train["epochs"] == 1 and train["patience"] == 8  # the flags, over the file
-    assert train["weight_decay"] == TrainConfig.weight_decay  # neither: the field's default
+    assert train["weight_decay"] == 0.05  # neither: the family default (AdamW for a ResNet)
     assert len((out / "history.csv").read_text().splitlines()) == 2
 
 

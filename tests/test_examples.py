@@ -65,4 +65,5 @@ def test_finetune_from_torchvision(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "classifier replaced: 1000 -> 10 classes" in proc.stderr
     config = json.loads((tmp_path / "work" / "runs" / "r34-ft" / "config.json").read_text())
-    assert config["model"] == {"arch": "resnet34", "num_classes": 10, "in_channels": 3, "small_input": False}
+    assert config["model"] == {"arch": "resnet34", "num_classes": 10, "in_channels": 3, "small_input": False,
+                               "image_size": None}  # fmt: skip

@@ -72,7 +72,8 @@ def test_real_run_beats_chance_and_writes_the_run_folder(digits_split, tmp_path)
     }
     assert float(rows[-1]["val_acc"]) > 0.5  # chance is 0.1
     config = json.loads((out / "config.json").read_text())
-    assert config["model"] == {"arch": "resnet18", "num_classes": 10, "in_channels": 1, "small_input": True}
+    assert config["model"] == {"arch": "resnet18", "num_classes": 10, "in_channels": 1, "small_input": True,
+                               "image_size": None}  # fmt: skip
     assert config["preprocess"]["image_size"] == 8 and config["train"]["precision"] in ("fp32", "bf16")
     assert len(config["manifest"]["sha256"]) == 64 and config["versions"]["torch"] == str(torch.__version__)
     assert json.loads((out / "classes.json").read_text()) == [str(d) for d in range(10)]

@@ -15,6 +15,7 @@ from resnet_cli.cli.options import (
     InferencePrecision,
     Json,
     Quiet,
+    UseEma,
     Workers,
     complete_from,
 )
@@ -50,6 +51,7 @@ def eval_command(
     device: Device = "auto",
     precision: InferencePrecision = "auto",
     workers: Workers = None,
+    ema: UseEma = True,
     save: Annotated[
         bool, typer.Option("--save/--no-save", help="Write `eval-SPLIT.json` and `predictions-SPLIT.csv`.")
     ] = True,
@@ -77,6 +79,7 @@ def eval_command(
             workers=workers,
             save=save,
             force=force,
+            ema=ema,
             callbacks=[_StepCallback(progress)],
         )
     for warning in report.warnings:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import Force, Json, Quiet, complete_from
+from resnet_cli.cli.options import Force, Json, Quiet, UseEma, complete_from
 
 #: The values of --format and --dtype (resnet_cli.engine.export's EXPORT_FORMATS and DTYPES, which import torch).
 FORMAT_CHOICES = ("safetensors", "onnx", "torchscript")
@@ -49,6 +49,7 @@ def export(
         Path | None,
         typer.Option("--data", "-d", help="Data folder for the ONNX/TorchScript parity check.", show_default=False),
     ] = None,
+    ema: UseEma = True,
     force: Force = False,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -60,7 +61,7 @@ def export(
     """
     from resnet_cli.engine.export import export as run_export
 
-    result = run_export(target, out=out, fmt=fmt, dtype=dtype, force=force, data=data)
+    result = run_export(target, out=out, fmt=fmt, dtype=dtype, force=force, data=data, ema=ema)
     if result.note:
         console.warning_line(result.note)
     if json_out:

@@ -35,7 +35,11 @@ def field_option(config: type, name: str, **cli: Any) -> Any:
     return typer.Option(*decls, help=spec.metadata["help"], **cli)
 
 
-ARCH_CHOICES = ("18", "34", "50", "101", "152", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+ARCH_CHOICES = (
+    "18", "34", "50", "101", "152", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    *(f"vit-{size}/{patch}" for size in ("ti", "s", "b", "l") for patch in (2, 4, 8, 16, 32)),
+)  # fmt: skip
+AUGMENT_CHOICES = ("rrc", "crop", "none", "randaugment", "trivialaugment", "autoaugment")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 PART_CHOICES = ("test", "val", "train")
 
@@ -49,9 +53,13 @@ Arch = Annotated[
     typer.Option(
         "--arch",
         "-a",
-        help="18, 34, 50, 101 or 152 (or resnet34-style names).",
+        help="18, 34, 50, 101, 152, or a ViT such as vit-s/16 ('resnet summary --list').",
         autocompletion=complete_from(*ARCH_CHOICES),
     ),
+]
+UseEma = Annotated[
+    bool,
+    typer.Option("--ema/--no-ema", help="Use the run's moving average of the weights, when it kept one (train --ema)."),
 ]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")]

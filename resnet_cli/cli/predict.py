@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from resnet_cli.cli import console
-from resnet_cli.cli.options import Device, InferencePrecision, Json, Quiet
+from resnet_cli.cli.options import Device, InferencePrecision, Json, Quiet, UseEma
 
 if TYPE_CHECKING:  # torch stays unimported until a command runs
     from resnet_cli.engine.predict import PredictResult
@@ -32,6 +32,7 @@ def predict(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")] = 64,
     device: Device = "auto",
     precision: InferencePrecision = "auto",
+    ema: UseEma = True,
     json_out: Json = False,
     csv_out: Annotated[
         bool, typer.Option("--csv", help="CSV on stdout: path, then class/probability pairs, error.")
@@ -46,7 +47,9 @@ def predict(
 
     if json_out and csv_out:
         raise typer.BadParameter("choose one of --json and --csv")
-    result = run_predict(weights, inputs, top_k=top_k, batch_size=batch_size, device=device, precision=precision)
+    result = run_predict(
+        weights, inputs, top_k=top_k, batch_size=batch_size, device=device, precision=precision, ema=ema
+    )
     if result.note:
         console.warning_line(result.note)
     if json_out:

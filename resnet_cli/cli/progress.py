@@ -99,6 +99,8 @@ def format_epoch(record: EpochRecord, improved: bool, epochs: int = 0, eta: str 
         f"train loss {record.train_loss:.4f} acc {record.train_acc:6.2%}",
         f"val loss {record.val_loss:.4f} acc {record.val_acc:6.2%}",
     ]
+    if record.ema_val_loss is not None and record.ema_val_acc is not None:
+        parts.append(f"ema val loss {record.ema_val_loss:.4f} acc {record.ema_val_acc:6.2%}")
     if record.lr is not None:
         parts.append(f"lr {record.lr:.2g}")
     if record.epoch_time is not None:
@@ -114,10 +116,12 @@ def format_start(info: dict[str, Any]) -> str:
     model, pre = info["model"], info["preprocess"]
     stem = ", small-input stem" if model.get("small_input") else ""
     ranks = f", {info['world_size']} processes" if info.get("world_size", 1) > 1 else ""
+    recipe = info.get("recipe")
     return (
         f"training {model['arch']} ({model['num_classes']} classes, {model['in_channels']} channel(s), "
         f"{pre['image_size']} px{stem}) on {info['train_images']} images, validating on {info['val_images']}; "
         f"{info['placement']}; workers {info['workers']}{ranks} -> {info['run_dir']}"
+        + (f"\nrecipe: {recipe}" if recipe else "")
     )
 
 

@@ -1,4 +1,4 @@
-"""``resnet train``: train a from-scratch ResNet on a split manifest."""
+"""``resnet train``: train a from-scratch ResNet or ViT on a split manifest."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # torch stays unimported until a command runs
     from resnet_cli.engine.train import TrainResult
 from resnet_cli.cli.options import (
     ARCH_CHOICES,
+    AUGMENT_CHOICES,
     PRECISION_CHOICES,
     Force,
     Json,
@@ -63,12 +64,16 @@ def train(
     out: Annotated[Path | None, _opt("out")] = None,
     epochs: Annotated[int, _opt("epochs")] = DEFAULTS.epochs,
     batch_size: Annotated[int, _opt("batch_size")] = DEFAULTS.batch_size,
-    lr: Annotated[float, _opt("lr")] = DEFAULTS.lr,
-    weight_decay: Annotated[float, _opt("weight_decay")] = DEFAULTS.weight_decay,
+    optimizer: Annotated[str | None, _opt("optimizer", autocompletion=complete_from("adamw", "sgd"))] = None,
+    lr: Annotated[float | None, _opt("lr")] = None,
+    weight_decay: Annotated[float | None, _opt("weight_decay")] = None,
+    schedule: Annotated[str | None, _opt("schedule", autocompletion=complete_from("plateau", "cosine", "step"))] = None,
+    warmup_epochs: Annotated[int | None, _opt("warmup_epochs")] = None,
+    clip_grad: Annotated[float, _opt("clip_grad")] = DEFAULTS.clip_grad,
     image_size: Annotated[int | None, _opt("image_size")] = None,
     small_input: Annotated[bool | None, _opt("small_input")] = None,
     in_channels: Annotated[int | None, _opt("in_channels")] = None,
-    augment: Annotated[str | None, _opt("augment")] = None,
+    augment: Annotated[str | None, _opt("augment", autocompletion=complete_from(*AUGMENT_CHOICES))] = None,
     hflip: Annotated[bool, _opt("hflip")] = DEFAULTS.hflip,
     normalize: Annotated[str, _opt("normalize")] = DEFAULTS.normalize,
     patience: Annotated[int, _opt("patience")] = DEFAULTS.patience,
@@ -76,7 +81,12 @@ def train(
     lr_patience: Annotated[int, _opt("lr_patience")] = DEFAULTS.lr_patience,
     lr_factor: Annotated[float, _opt("lr_factor")] = DEFAULTS.lr_factor,
     min_lr: Annotated[float, _opt("min_lr")] = DEFAULTS.min_lr,
-    label_smoothing: Annotated[float, _opt("label_smoothing")] = DEFAULTS.label_smoothing,
+    label_smoothing: Annotated[float | None, _opt("label_smoothing")] = None,
+    mixup: Annotated[float | None, _opt("mixup")] = None,
+    cutmix: Annotated[float | None, _opt("cutmix")] = None,
+    random_erasing: Annotated[float | None, _opt("random_erasing")] = None,
+    drop_path: Annotated[float | None, _opt("drop_path")] = None,
+    ema: Annotated[float, _opt("ema")] = DEFAULTS.ema,
     zero_init_residual: Annotated[bool, _opt("zero_init_residual")] = DEFAULTS.zero_init_residual,
     seed: Annotated[int, _opt("seed")] = DEFAULTS.seed,
     workers: Workers = None,
@@ -93,7 +103,7 @@ def train(
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Train a from-scratch ResNet on the train part of a split, validating every epoch.
+    """Train a from-scratch ResNet or ViT on the train part of a split, validating every epoch.
 
     Writes config.json, history.csv, classes.json, last.pt and best.pt into the run folder and prints its
     path last. Ctrl-C (SIGINT) or SIGTERM saves a resumable checkpoint and exits 130 / 143.
@@ -202,8 +212,10 @@ def _render(result: TrainResult) -> None:
     final = result.history[-1] if result.history else None
     reason = {"completed": "all epochs", "early_stop": "early stop"}.get(result.stop_reason, result.stop_reason)
     table.add_row("epochs", f"{result.epochs_run} ({reason})")
+    average = " (moving average)" if (result.config.get("train") or {}).get("ema") else ""
     table.add_row(
-        "best epoch", f"{result.best_epoch}: val loss {result.best_val_loss:.4f}, val acc {result.best_val_acc:.2%}"
+        "best epoch",
+        f"{result.best_epoch}: val loss {result.best_val_loss:.4f}, val acc {result.best_val_acc:.2%}{average}",
     )
     if final:
         table.add_row(
@@ -225,6 +237,8 @@ def register(app: typer.Typer) -> None:
         epilog="Examples:\n\n"
         "    resnet split data --val 0.2 && resnet train --arch 34\n\n"
         "    resnet train --arch 50 --gpus 0,1 --epochs 90\n\n"
+        "    resnet train --arch vit-ti/2 --epochs 100\n\n"
+        "    resnet train --arch 18 --optimizer sgd --schedule cosine --warmup-epochs 2\n\n"
         "    resnet train --resume --out runs/r34 --epochs 60\n\n"
         "    resnet train --config runs/r34/config.json --out runs/r34-again\n\n"
         "    torchrun --nproc-per-node 2 -m resnet_cli train --arch 50",

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from resnet_cli.config import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig, TrainConfig
 from resnet_cli.data.images import GREY_MODES
 from resnet_cli.data.split import ManifestRow
-from resnet_cli.data.transforms import AUGMENTATIONS
+from resnet_cli.data.transforms import AUGMENTATIONS, POLICIES, SMALL_SIDE
 from resnet_cli.errors import ConfigError
-from resnet_cli.models.registry import check_image_size
+from resnet_cli.models.registry import canonical_arch, check_image_size, family_of
 
-SMALL_IMAGE = 64  # px: at or below this, the small-input stem and pad-and-crop augmentation by default
+SMALL_IMAGE = SMALL_SIDE  # px: at or below this, the small-input stem and pad-and-crop augmentation by default
 EVAL_CROP = 0.875  # standard centre-crop ratio for photographs (resize 256 -> crop 224)
 
 
@@ -44,23 +44,30 @@ def resolve(config: TrainConfig, train_rows: Sequence[ManifestRow]) -> tuple[Pre
         raise ConfigError(f"--in-channels must be 1 (greyscale) or 3 (RGB), got {config.in_channels}")
     channels = config.in_channels or (1 if train_rows and all(r.mode in GREY_MODES for r in train_rows) else 3)
     size = config.image_size if config.image_size is not None else auto_image_size(train_rows)
-    small = config.small_input if config.small_input is not None else 0 < size <= SMALL_IMAGE
+    resnet = family_of(canonical_arch(config.arch)) == "resnet"
+    if config.small_input and not resnet:
+        raise ConfigError(
+            "--small-input is the ResNet stem for small images; a ViT takes a smaller patch instead, e.g. vit-s/4"
+        )
+    small = config.small_input if config.small_input is not None else resnet and 0 < size <= SMALL_IMAGE
     check_image_size(size, small, config.arch)
     augment = config.augment or ("crop" if size <= SMALL_IMAGE else "rrc")
     if augment not in AUGMENTATIONS:
         raise ConfigError(f"unknown --augment {augment!r}: choose one of {', '.join(AUGMENTATIONS)}")
+    crops = "rrc" if augment == "rrc" or (augment in POLICIES and size > SMALL_IMAGE) else augment
     if config.normalize not in ("imagenet", "dataset"):
         raise ConfigError(f"unknown --normalize {config.normalize!r}: choose imagenet or dataset")
     mean, std = imagenet_stats(channels)
     pre = PreprocessConfig(
         image_size=size,
-        resize_size=round(size / EVAL_CROP) if augment == "rrc" else size,
+        resize_size=round(size / EVAL_CROP) if crops == "rrc" else size,
         in_channels=channels,
         mean=mean,
         std=std,
         normalize=config.normalize,
         augment=augment,
         hflip=config.hflip,
+        random_erasing=float(config.random_erasing or 0),
     )
     return pre, small
 

@@ -100,6 +100,7 @@ def evaluate(
     force: bool = False,
     callbacks: Sequence[Callback] = (),
     callback: Callback | None = None,
+    ema: bool = True,
 ) -> EvalReport:
     """Evaluate weights on a manifest part and (with ``save``) write the report and per-image predictions.
 
@@ -140,7 +141,7 @@ def evaluate(
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     workers = resolve_workers(workers, "eval data loading")
     dev, _ = resolve_device(device)
-    weights = load_weights(target)
+    weights = load_weights(target, ema=ema)
     report_path = weights.run_dir / f"eval-{split}.json"
     predictions_path = weights.run_dir / f"predictions-{split}.csv"
     if save:  # fail before the work, not after it: a busy run folder or a user's file in the way

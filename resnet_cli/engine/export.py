@@ -76,6 +76,7 @@ def export(
     dtype: str = "fp32",
     force: bool = False,
     data: str | os.PathLike[str] | None = None,
+    ema: bool = True,
 ) -> ExportResult:
     """Export the weights of a run folder, checkpoint or safetensors file.
 
@@ -93,7 +94,7 @@ def export(
         raise ConfigError(f"--dtype {dtype} applies to safetensors only; {fmt} exports are float32")
     if fmt == "onnx":
         _require_onnx()
-    weights = load_weights(target)
+    weights = load_weights(target, ema=ema)
     bad = non_finite_tensors(weights.state_dict)
     if bad:
         raise CheckpointError(f"{weights.source} holds NaN or infinite weights ({bad[0]}): refusing to export them")

@@ -49,6 +49,8 @@ class Step:
     placement: Placement
     dist: DistInfo
     label_smoothing: float = 0.0
+    mix: nn.Module | None = None  # MixUp/CutMix over the batch: targets become class probabilities
+    clip_grad: float = 0.0  # gradient-norm clipping (0: off)
 
 
 def train_one_epoch(
@@ -81,15 +83,19 @@ def train_one_epoch(
         state.step += 1
         x = to_device(x, step.placement)
         y = y.to(step.placement.device, non_blocking=True)
+        target = y
+        if step.mix is not None:  # soft targets; accuracy counts the label with the larger share of each image
+            x, target = step.mix(x, y)
+            y = target.argmax(1)
         try:
             logits = step.net(x)
-            loss = step.criterion(logits.float(), y)
+            loss = step.criterion(logits.float(), target)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             raise _as_out_of_memory(exc, epoch, state.step) from None
         with torch.no_grad():
-            # History reports plain cross-entropy, comparable with validation loss; the optimiser still
-            # minimises the smoothed loss.
-            plain = nn.functional.cross_entropy(logits.float(), y) if step.label_smoothing else loss
+            # History reports plain cross-entropy (against the mixed targets under MixUp/CutMix); the optimiser
+            # still minimises the smoothed loss.
+            plain = nn.functional.cross_entropy(logits.float(), target) if step.label_smoothing else loss
             sums.loss_sum += plain.detach().double() * len(y)
             sums.correct += (logits.detach().argmax(1) == y).sum()
             loss_value, loss_sum, correct = torch.stack(
@@ -105,8 +111,13 @@ def train_one_epoch(
             state.scaler.scale(loss).backward()
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             raise _as_out_of_memory(exc, epoch, state.step) from None
+        if step.clip_grad:
+            state.scaler.unscale_(state.optimizer)
+            nn.utils.clip_grad_norm_(state.model.parameters(), step.clip_grad)
         state.scaler.step(state.optimizer)
         state.scaler.update()
+        if state.ema is not None:
+            state.ema.update_parameters(state.model)
         sums.seen += len(y)
         now = time.perf_counter()
         sums.train_time += now - tick

@@ -113,6 +113,7 @@ def predict(
     batch_size: int = 64,
     device: str = "auto",
     precision: str = "auto",
+    ema: bool = True,
 ) -> PredictResult:
     """Classify images; a file that cannot be decoded gets an ``error`` and the others go on.
 
@@ -134,7 +135,7 @@ def predict(
         weights = load_onnx(path, _onnx_providers(dev))
         net, placement = weights, None
     else:
-        weights = load_weights(target)
+        weights = load_weights(target, ema=ema)
         net, placement = inference_network(weights, dev, precision)
     files = collect_inputs(inputs)
     pre = weights.preprocess

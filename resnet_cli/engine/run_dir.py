@@ -299,6 +299,11 @@ def resume_config(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) ->
                     "start a new run with --out"
                 )
             continue
+        if key == "epochs" and value != old and saved.schedule in ("cosine", "step"):
+            raise ConfigError(
+                f"cannot change --epochs when resuming {run_dir}: its {saved.schedule} schedule is laid out over "
+                f"{old} epochs; start a new run (--init {Path(run_dir) / 'best.pt'} keeps the weights)"
+            )
         if value != old and key not in RESUMABLE_OVERRIDES:
             raise ConfigError(
                 f"cannot change --{key.replace('_', '-')} when resuming (the run used {old!r}, got {value!r}): "

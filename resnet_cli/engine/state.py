@@ -7,7 +7,8 @@ run's metadata (:class:`RunMeta`), the RNG states and the loader position, and w
 and ``best.pt`` (weights and metadata only); :func:`read_run_meta` reads the metadata back.
 
 Schema versions (``state_version``): 1 is 0.1.0's layout (the same keys, without ``state_version``); 2 adds
-the key and the eval-mode train figures in the history. Both resume.
+the key and the eval-mode train figures in the history; 3 adds ``ema`` (the moving average's weights, or None)
+and ``ema_updates``. All resume.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from resnet_cli.config import ModelConfig, PreprocessConfig, TrainConfig
 from resnet_cli.engine.early_stopping import EarlyStopping
 from resnet_cli.io.history import EpochRecord
 
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 
 @dataclass
@@ -100,6 +101,7 @@ class TrainState:
     sums: RunningSums = field(default_factory=RunningSums.fresh)
     best: BestRecord = field(default_factory=BestRecord)
     history: list[EpochRecord] = field(default_factory=list)
+    ema: torch.optim.swa_utils.AveragedModel | None = None  # the weights' moving average (--ema)
 
     @property
     def lr(self) -> float:
@@ -108,6 +110,12 @@ class TrainState:
     def weights(self) -> dict[str, torch.Tensor]:
         """The model's state dict on the CPU, contiguous, with torchvision's keys."""
         return {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+
+    def ema_weights(self) -> dict[str, torch.Tensor] | None:
+        """The moving average's state dict (torchvision's keys) on the CPU, or None without --ema."""
+        if self.ema is None:
+            return None
+        return {k: v.detach().cpu().contiguous() for k, v in self.ema.module.state_dict().items()}
 
     def largest_parameter(self) -> float:
         """The largest parameter magnitude (inf or nan when some parameter is not finite)."""
@@ -127,6 +135,8 @@ class TrainState:
             "partial": self.sums.to_dict(),
             "best": self.best.to_dict(),
             "history": [r.to_dict() for r in self.history],
+            "ema": self.ema_weights(),
+            "ema_updates": int(self.ema.n_averaged) if self.ema is not None else 0,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -144,6 +154,11 @@ class TrainState:
         self.sums = RunningSums.from_dict(state["partial"], device)
         self.best = BestRecord.from_dict(state["best"])
         self.history = [EpochRecord(**r) for r in state["history"]]
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise ValueError("the checkpoint holds no moving average of the weights")
+            self.ema.module.load_state_dict(state["ema"])
+            self.ema.n_averaged.fill_(int(state["ema_updates"]))
 
 
 @dataclass(frozen=True)
@@ -209,6 +224,7 @@ def checkpoint(
     summary = {
         **meta.to_dict(),
         "model": state.weights(),
+        "ema": state.ema_weights(),
         "epoch": state.epoch,
         "best": state.best.to_dict(),
         "versions": versions(),

@@ -34,6 +34,16 @@ from resnet_cli.engine.distributed import DistInfo
 from resnet_cli.engine.early_stopping import EarlyStopping
 from resnet_cli.engine.inference import AutocastForward
 from resnet_cli.engine.loop import Diverged, OutOfMemory, Step, train_one_epoch, validate
+from resnet_cli.engine.recipe import (
+    check_recipe,
+    describe_recipe,
+    make_ema,
+    make_mixer,
+    make_optimizer,
+    make_scheduler,
+    resolve_recipe,
+    step_scheduler,
+)
 from resnet_cli.engine.run_dir import (
     RUN_FILES,
     check_new_run_folder,
@@ -66,7 +76,7 @@ from resnet_cli.fs import atomic_write_bytes, atomic_write_text, record_owned, r
 from resnet_cli.io.checkpoint import read_project_checkpoint, save_checkpoint
 from resnet_cli.io.history import HISTORY_NAME, EpochRecord, write_history
 from resnet_cli.io.weights import adapt_state_dict, read_state_dict
-from resnet_cli.models import build_model, canonical_arch, depth_of
+from resnet_cli.models import build_model, canonical_arch, family_of, run_name
 
 __all__ = ["TrainResult", "default_run_dir", "fit", "resume_config", "train_subset"]
 
@@ -107,7 +117,8 @@ class TrainResult:
 
 
 def default_run_dir(arch: str) -> Path:
-    return Path("runs") / f"r{depth_of(arch)}"
+    """``runs/r34`` for ResNet-34, ``runs/vit-s16`` for ViT-S/16."""
+    return Path("runs") / run_name(arch)
 
 
 def fit(
@@ -127,8 +138,9 @@ def fit(
     for the whole run (one writer at a time).
 
     Args:
-        config: the run's options; ``config.out`` is the run folder (default ``runs/rDEPTH``, numbered
-            ``runs/rDEPTH-2``, ... when that one is taken).
+        config: the run's options; ``config.out`` is the run folder (default ``runs/r34``, ``runs/vit-s16``,
+            ..., numbered ``runs/r34-2``, ... when that one is taken). Recipe options left as None take their
+            family's defaults (:func:`resnet_cli.engine.recipe.resolve_recipe`).
         resume: continue the run in ``config.out`` from its ``last.pt`` (CLI ``--resume``).
         force: start over in a folder that holds a run, removing only the files that run recorded as its own.
         callbacks: progress hooks (see :class:`resnet_cli.engine.callbacks.Callback`).
@@ -164,7 +176,8 @@ def fit(
     distributed.init(dist, device)
     try:
         with contextlib.ExitStack() as hold:
-            return _fit(replace(config, arch=arch, out=str(run_dir)), resume, force, cb, stop, dist, placement, hold)
+            resolved = resolve_recipe(replace(config, arch=arch, out=str(run_dir)))
+            return _fit(resolved, resume, force, cb, stop, dist, placement, hold)
     finally:
         distributed.shutdown(dist)
 
@@ -209,7 +222,8 @@ def _fit(
         from resnet_cli.data.preprocess import resolve as resolve_preprocess
 
         pre, small = resolve_preprocess(config, train_rows)
-        model_config = ModelConfig(config.arch, len(manifest.classes), pre.in_channels, small)
+        vit_size = pre.image_size if family_of(config.arch) == "vit" else None  # position embeddings' grid
+        model_config = ModelConfig(config.arch, len(manifest.classes), pre.in_channels, small, vit_size)
         stat_table = data_stat(manifest)
     for seed_rng in (random.seed, np.random.seed, torch.manual_seed):
         seed_rng(config.seed)
@@ -217,7 +231,7 @@ def _fit(
         torch.backends.cudnn.benchmark = True
     model = build_model(
         config.arch, model_config.num_classes, model_config.in_channels, model_config.small_input,
-        config.zero_init_residual,
+        config.zero_init_residual, image_size=model_config.image_size, drop_path=float(config.drop_path or 0),
     )  # fmt: skip
     init_notes = _load_init(model, config.init) if saved is None and config.init else []
 
@@ -296,16 +310,18 @@ class _Run:
         model.to(placement.device)
         if placement.channels_last:
             model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
-        )
+        optimizer = make_optimizer(model, config)
         self.state = TrainState(
-            model, optimizer, scheduler, torch.amp.GradScaler(placement.device.type, enabled=placement.uses_scaler),
+            model, optimizer, make_scheduler(optimizer, config),
+            torch.amp.GradScaler(placement.device.type, enabled=placement.uses_scaler),
             EarlyStopping(config.patience, config.min_delta), sums=RunningSums.fresh(placement.device),
+            ema=make_ema(model, config.ema),
         )  # fmt: skip
         if saved is not None:
-            self.state.load_state_dict(saved)
+            try:
+                self.state.load_state_dict(saved)
+            except (KeyError, ValueError) as exc:
+                raise CheckpointError(f"cannot resume from {run_dir / 'last.pt'}: {exc}") from None
             position = saved["loader"]
             if self.state.step and (position["world_size"], position["batch_size"]) != (
                 dist.world_size, config.batch_size,
@@ -340,8 +356,11 @@ class _Run:
             net = cast(nn.Module, torch.compile(net))
             local = net if not dist.enabled else local
         self.local = local
-        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.step = Step(net, criterion, placement, dist, config.label_smoothing)
+        smoothing = float(config.label_smoothing or 0)
+        criterion = nn.CrossEntropyLoss(label_smoothing=smoothing)
+        self.step = Step(net, criterion, placement, dist, smoothing, make_mixer(config, model_config.num_classes),
+                         config.clip_grad)  # fmt: skip
+        self.ema_forward = AutocastForward(self.state.ema.module, placement) if self.state.ema is not None else None
 
     def train(self) -> TrainResult:
         config, state, cb, run_dir = self.config, self.state, self.cb, self.run_dir
@@ -357,6 +376,7 @@ class _Run:
                 "preprocess": self.meta.preprocess.to_dict(), "train_images": len(self.train_loader.dataset),
                 "val_images": len(self.val_loader.dataset), "train_subset_images": len(self.probe_rows),
                 "epochs": config.epochs, "workers": self.meta.config.workers, "world_size": self.dist.world_size,
+                "recipe": describe_recipe(config),
                 "network": state.model,  # the bare nn.Module being trained, for callbacks that inspect it
             }
         )  # fmt: skip
@@ -364,16 +384,17 @@ class _Run:
             record, improved = self._epoch(state.epoch + 1)
             state.history.append(record)
             state.epoch, state.step, state.sums = record.epoch, 0, RunningSums.fresh(self.placement.device)
-            if improved:
-                state.best = BestRecord(record.epoch, record.val_loss, record.val_acc)
+            if improved:  # the weights of record: the moving average when there is one
+                loss, acc = record_figures(record)
+                state.best = BestRecord(record.epoch, loss, acc)
             lr_before = state.lr
-            state.scheduler.step(record.val_loss)
+            step_scheduler(state.scheduler, record.val_loss)
             if self.dist.is_main:
                 self._save(best=improved)  # best.pt first: a crash between leaves last.pt an epoch behind, exactly
                 write_history(run_dir / HISTORY_NAME, state.history)
             distributed.barrier(self.dist)
             cb.on_epoch_end(record, improved)
-            if state.lr < lr_before:
+            if state.lr < lr_before and self.config.schedule == "plateau":
                 cb.on_message(f"validation loss plateaued: learning rate {lr_before:.3g} -> {state.lr:.3g}")
             if state.stopper.stopped:
                 cb.on_message(
@@ -431,11 +452,15 @@ class _Run:
         self.cb.on_validation_start(epoch, len(self.val_loader))
         val = validate(self.local, self.val_loader, self.placement, self.cb, self.stop)
         probe = validate(self.local, self.probe_loader, self.placement, None, self.stop)
+        ema = validate(self.ema_forward, self.val_loader, self.placement, None, self.stop) if self.ema_forward else None
         if distributed.any_rank([self.stop.requested], self.dist, self.placement.device)[0]:
             self._interrupt(epoch, epoch_start)  # the epoch's training is complete; resuming re-runs validation
-        loss_sum, correct, seen, probe_loss, probe_correct, probe_seen, *train = distributed.all_sum(
-            [*val, *probe, float(sums.loss_sum), float(sums.correct), sums.seen], self.dist, self.placement.device
-        )
+        loss_sum, correct, seen, probe_loss, probe_correct, probe_seen, ema_loss, ema_correct, *train = (
+            distributed.all_sum(
+                [*val, *probe, *(ema[:2] if ema else (0.0, 0)), float(sums.loss_sum), float(sums.correct), sums.seen],
+                self.dist, self.placement.device,
+            )
+        )  # fmt: skip
         val_loss = loss_sum / max(seen, 1)
         if not math.isfinite(val_loss):
             raise RunFailedError(
@@ -447,8 +472,10 @@ class _Run:
             val_loss=val_loss, val_acc=correct / max(seen, 1), lr=float(sums.lr),
             epoch_time=time.perf_counter() - epoch_start, images_per_s=train[2] / max(sums.train_time, 1e-9),
             train_eval_loss=probe_loss / max(probe_seen, 1), train_eval_acc=probe_correct / max(probe_seen, 1),
+            ema_val_loss=ema_loss / max(seen, 1) if ema else None,
+            ema_val_acc=ema_correct / max(seen, 1) if ema else None,
         )  # fmt: skip
-        return record, state.stopper.step(val_loss)
+        return record, state.stopper.step(record_figures(record)[0])
 
     def _mid_epoch_save(self, epoch_start: float) -> None:
         self.state.sums.epoch_time = time.perf_counter() - epoch_start
@@ -527,17 +554,15 @@ def check_options(config: TrainConfig) -> None:
         ConfigError: an impossible value, named with what would work.
     """
     canonical_arch(config.arch)
+    check_recipe(config)
     checks = [
         (config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}"),
         (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
-        (math.isfinite(config.lr) and config.lr > 0, f"--lr must be a positive number, got {config.lr}"),
-        (config.weight_decay >= 0, f"--weight-decay must be 0 or more, got {config.weight_decay}"),
         (config.patience >= 1, f"--patience must be at least 1 epoch, got {config.patience}"),
         (config.min_delta >= 0, f"--min-delta must be 0 or more, got {config.min_delta}"),
         (config.lr_patience >= 0, f"--lr-patience must be 0 or more, got {config.lr_patience}"),
         (0 < config.lr_factor < 1, f"--lr-factor must be between 0 and 1 (exclusive), got {config.lr_factor}"),
         (config.min_lr >= 0, f"--min-lr must be 0 or more, got {config.min_lr}"),
-        (0 <= config.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {config.label_smoothing}"),
         (config.workers is None or config.workers >= 0, f"--workers must be 0 or more, got {config.workers}"),
         (config.save_every >= 0, f"--save-every must be 0 or more steps, got {config.save_every}"),
         (config.max_steps_per_epoch >= 0, f"--max-steps must be 0 or more, got {config.max_steps_per_epoch}"),
@@ -546,6 +571,13 @@ def check_options(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def record_figures(record: EpochRecord) -> tuple[float, float]:
+    """Validation loss and accuracy of the weights of record: the moving average's with --ema, else the model's."""
+    if record.ema_val_loss is not None and record.ema_val_acc is not None:
+        return record.ema_val_loss, record.ema_val_acc
+    return record.val_loss, record.val_acc
 
 
 def train_subset(rows: Sequence[ManifestRow], size: int, seed: int) -> list[ManifestRow]:
@@ -568,13 +600,3 @@ def _load_init(model: nn.Module, source: str) -> list[str]:
     adapted, notes = adapt_state_dict(read_state_dict(source, expected_parameters=expected), model, source)
     model.load_state_dict(adapted, strict=False)
     return [f"loaded {len(adapted)} tensors", *notes]
-
-
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    # No weight decay on BatchNorm scales/shifts and biases (one-dimensional tensors), as timm does.
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

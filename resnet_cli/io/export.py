@@ -1,9 +1,10 @@
 """The safetensors export format: the tensors with torchvision's keys, and string metadata that carries
 everything ``eval`` and ``predict`` need (read back by :func:`resnet_cli.io.weights.load_weights`).
 
-The file loads into ``torchvision.models.resnetNN(num_classes=K)`` with ``strict=True`` (after the same stem
-change when the small-input stem was used). Writing it, and ONNX/TorchScript exports, is
-:func:`resnet_cli.engine.export.export`.
+The file loads with ``strict=True`` into ``torchvision.models.resnetNN(num_classes=K)`` (after the same stem
+change when the small-input stem was used), or into ``torchvision.models.VisionTransformer`` built with the
+ViT's image size, patch, width, depth and heads (with a one-channel ``conv_proj`` for greyscale). Writing it,
+and ONNX/TorchScript exports, is :func:`resnet_cli.engine.export.export`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from resnet_cli import __version__
 from resnet_cli.errors import ConfigError
 from resnet_cli.io.checkpoint import non_finite_tensors
 from resnet_cli.io.weights import SAFETENSORS_FORMAT, LoadedWeights
-from resnet_cli.models import depth_of
+from resnet_cli.models import depth_of, family_of
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -25,10 +26,12 @@ def safetensors_metadata(weights: LoadedWeights, dtype: str) -> dict[str, str]:
     """The string metadata of an export: JSON entries for the tool, flat ones for people and other tools (ONNX
     and TorchScript exports carry the same)."""
     cfg, pre = weights.model_config, weights.preprocess
+    family = family_of(cfg.arch)
     return {
         "format": SAFETENSORS_FORMAT,
         "arch": cfg.arch,
-        "depth": str(depth_of(cfg.arch)),
+        "family": family,
+        **({"depth": str(depth_of(cfg.arch))} if family == "resnet" else {}),
         "num_classes": str(cfg.num_classes),
         "in_channels": str(cfg.in_channels),
         "small_input": json.dumps(cfg.small_input),
@@ -44,6 +47,7 @@ def safetensors_metadata(weights: LoadedWeights, dtype: str) -> dict[str, str]:
         "resnet_cli_version": __version__,
         "source": weights.source.name,
         "source_sha256": weights.sha256,
+        "ema": json.dumps(weights.ema),
     }
 
 

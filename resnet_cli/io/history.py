@@ -36,6 +36,8 @@ class EpochRecord:
     images_per_s: float | None = None  # training throughput
     train_eval_loss: float | None = None
     train_eval_acc: float | None = None
+    ema_val_loss: float | None = None  # the weights' moving average (--ema) on val
+    ema_val_acc: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -43,7 +45,16 @@ class EpochRecord:
 
 #: Columns every history needs (a model trained elsewhere can bring just these); the others are optional.
 REQUIRED = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc")
-COLUMNS = (*REQUIRED, "lr", "epoch_time", "images_per_s", "train_eval_loss", "train_eval_acc")
+COLUMNS = (
+    *REQUIRED,
+    "lr",
+    "epoch_time",
+    "images_per_s",
+    "train_eval_loss",
+    "train_eval_acc",
+    "ema_val_loss",
+    "ema_val_acc",
+)
 _FORMATS = {
     "train_loss": ".6f",
     "train_acc": ".6f",
@@ -54,16 +65,20 @@ _FORMATS = {
     "images_per_s": ".1f",
     "train_eval_loss": ".6f",
     "train_eval_acc": ".6f",
+    "ema_val_loss": ".6f",
+    "ema_val_acc": ".6f",
 }
 
 
 def history_text(records: list[EpochRecord]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    # The moving-average columns only for runs that keep one (--ema).
+    columns = COLUMNS if any(r.ema_val_loss is not None for r in records) else COLUMNS[:-2]
+    writer.writerow(columns)
     for r in records:
         row: list[Any] = [r.epoch]
-        for column in COLUMNS[1:]:
+        for column in columns[1:]:
             value = getattr(r, column)
             row.append("" if value is None else format(value, _FORMATS[column]))
         writer.writerow(row)

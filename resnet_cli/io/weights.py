@@ -50,6 +50,7 @@ class LoadedWeights:
     checkpoint: dict[str, Any] | None = None  # the whole checkpoint, when the source is one
     metadata: dict[str, str] | None = None  # safetensors metadata, when the source is one
     note: str | None = None  # one line the commands show as a warning (last.pt used for want of best.pt)
+    ema: bool = False  # the weights are the run's moving average (--ema), not its raw weights
 
     def describe(self) -> str:
         """Which weights these are, in a few words: ``best.pt (epoch 3)``, ``last.pt (epoch 0, step 3: no best.pt
@@ -57,7 +58,8 @@ class LoadedWeights:
         name = self.source.name
         if self.checkpoint is None:
             origin = (self.metadata or {}).get("source")
-            return f"{name} (exported from {origin})" if origin else name
+            average = ", moving average" if self.ema else ""
+            return f"{name} (exported from {origin}{average})" if origin else name
         where = []
         if isinstance(self.checkpoint.get("epoch"), int):
             where.append(f"epoch {self.checkpoint['epoch']}")
@@ -65,6 +67,8 @@ class LoadedWeights:
         step = loader.get("batches_done") if isinstance(loader, dict) else None
         if isinstance(step, int) and step > 0:
             where.append(f"step {step}")
+        if self.ema:
+            where.append("moving average")
         text = ", ".join(where)
         if self.note is not None:
             text = f"{text}: no best.pt yet" if text else "no best.pt yet"
@@ -86,10 +90,8 @@ class LoadedWeights:
 
     def build(self) -> nn.Module:
         """The network with these weights, in eval mode, on the CPU, in float32."""
-        from resnet_cli.models import build_model
-
+        model = build_for(self.model_config)
         cfg = self.model_config
-        model = build_model(cfg.arch, cfg.num_classes, cfg.in_channels, cfg.small_input)
         state = {k: v.float() if v.is_floating_point() else v for k, v in self.state_dict.items()}
         try:
             model.load_state_dict(state, strict=True)
@@ -139,11 +141,19 @@ def resolve_weights_path(target: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_weights(target: str | os.PathLike[str]) -> LoadedWeights:
+def build_for(cfg: ModelConfig) -> nn.Module:
+    """A freshly initialised network as ``cfg`` describes it (a ViT at its recorded image size)."""
+    from resnet_cli.models import build_model
+
+    return build_model(cfg.arch, cfg.num_classes, cfg.in_channels, cfg.small_input, image_size=cfg.image_size)
+
+
+def load_weights(target: str | os.PathLike[str], ema: bool = True) -> LoadedWeights:
     """Read weights with their architecture, classes and preprocessing, checked against each other.
 
     The file's kind is sniffed from its bytes, not its name. A run folder means its ``best.pt``; when only
     ``last.pt`` exists (no epoch has finished validating), it is used and :attr:`LoadedWeights.note` says so.
+    A checkpoint of a run trained with ``--ema`` gives its moving average unless ``ema`` is false (``--no-ema``).
 
     Raises:
         CheckpointError: missing, corrupt, hostile or foreign files; metadata that contradicts the tensors;
@@ -165,8 +175,9 @@ def load_weights(target: str | os.PathLike[str]) -> LoadedWeights:
         model_config, classes, preprocess = config_from_metadata(meta, path)
         check_weights(path, model_config, classes, preprocess, state)
         return LoadedWeights(
-            path, "safetensors", model_config, classes, preprocess, state, file_sha256(path), run_dir, None, meta, note
-        )
+            path, "safetensors", model_config, classes, preprocess, state, file_sha256(path), run_dir, None, meta, note,
+            meta.get("ema") == "true",
+        )  # fmt: skip
     if kind.kind != "torch":
         raise CheckpointError(not_weights_message(path, kind))
     data = read_project_checkpoint(path)
@@ -176,13 +187,15 @@ def load_weights(target: str | os.PathLike[str]) -> LoadedWeights:
         classes = [str(c) for c in data["classes"]]
     except (TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path} has a damaged configuration ({exc})") from None
-    if not isinstance(data["model"], dict) or not all(torch.is_tensor(v) for v in data["model"].values()):
-        raise CheckpointError(f"{path} has no state dict of tensors under 'model': it is damaged")
-    state = clean_state_dict(data["model"])
+    key = "ema" if ema and data.get("ema") is not None else "model"
+    if not isinstance(data[key], dict) or not all(torch.is_tensor(v) for v in data[key].values()):
+        raise CheckpointError(f"{path} has no state dict of tensors under {key!r}: it is damaged")
+    state = clean_state_dict(data[key])
     check_weights(path, model_config, classes, preprocess, state)
     return LoadedWeights(
-        path, "checkpoint", model_config, classes, preprocess, state, file_sha256(path), run_dir, data, None, note
-    )
+        path, "checkpoint", model_config, classes, preprocess, state, file_sha256(path), run_dir, data, None, note,
+        key == "ema",
+    )  # fmt: skip
 
 
 def config_from_metadata(meta: dict[str, str], path: Path) -> tuple[ModelConfig, list[str], PreprocessConfig]:
@@ -223,13 +236,21 @@ def check_config(
         CheckpointError: an unknown architecture, a class list of the wrong length, a channel count other than
             1 or 3, an image size out of bounds, or normalisation values that do not fit.
     """
-    from resnet_cli.models.registry import MIN_IMAGE_SIZE, canonical_arch
+    from resnet_cli.models.registry import MIN_IMAGE_SIZE, canonical_arch, check_image_size, family_of
 
     try:
         arch = canonical_arch(model_config.arch)
     except ConfigError:
         raise CheckpointError(f"{path} names an unknown architecture {model_config.arch!r}: it is damaged") from None
     problems = []
+    vit = family_of(arch) == "vit"
+    if vit:  # the position embeddings are laid out for one image size: the preprocessing's
+        try:
+            if model_config.image_size != preprocess.image_size or model_config.small_input:
+                raise ConfigError("mismatch")
+            check_image_size(int(preprocess.image_size), False, arch)
+        except (ConfigError, TypeError, ValueError):
+            problems.append(f"image_size {model_config.image_size!r} / {preprocess.image_size!r} for {arch}")
     if not isinstance(model_config.num_classes, int) or model_config.num_classes < 1:
         problems.append(f"num_classes {model_config.num_classes!r}")
     elif len(classes) != model_config.num_classes:
@@ -238,7 +259,7 @@ def check_config(
         problems.append("repeated class names")
     if model_config.in_channels not in (1, 3) or preprocess.in_channels != model_config.in_channels:
         problems.append(f"in_channels {model_config.in_channels!r} / {preprocess.in_channels!r} (1 or 3)")
-    lowest = MIN_IMAGE_SIZE[bool(model_config.small_input)]
+    lowest = 1 if vit else MIN_IMAGE_SIZE[bool(model_config.small_input)]
     for name, value in (("image_size", preprocess.image_size), ("resize_size", preprocess.resize_size)):
         if not isinstance(value, int) or not lowest <= value <= MAX_IMAGE_SIZE:
             problems.append(f"{name} {value!r} (expected {lowest} to {MAX_IMAGE_SIZE} px)")
@@ -254,7 +275,10 @@ def check_config(
         problems.append(f"background {preprocess.background!r}")
     if problems:
         raise CheckpointError(f"{path} has inconsistent metadata ({'; '.join(problems)}): export or train it again")
-    return ModelConfig(arch, model_config.num_classes, model_config.in_channels, bool(model_config.small_input))
+    return ModelConfig(
+        arch, model_config.num_classes, model_config.in_channels, bool(model_config.small_input),
+        preprocess.image_size if vit else None,
+    )  # fmt: skip
 
 
 def check_weights(
@@ -270,11 +294,9 @@ def check_weights(
         CheckpointError: as :func:`check_config`; a missing, unexpected or misshapen tensor (named); NaN or
             infinite weights (named).
     """
-    from resnet_cli.models import build_model
-
     cfg = check_config(path, model_config, classes, preprocess)
     with torch.device("meta"):  # shapes only: nothing is allocated
-        expected = build_model(cfg.arch, cfg.num_classes, cfg.in_channels, cfg.small_input).state_dict()
+        expected = build_for(cfg).state_dict()
     for key, want in expected.items():
         if key not in state:
             raise CheckpointError(f"{path} lacks the tensor {key!r} that {cfg.arch} needs: it is damaged or incomplete")
@@ -456,8 +478,10 @@ def adapt_state_dict(state: dict[str, torch.Tensor], model: nn.Module, source: s
     """Fit a foreign state dict to ``model`` for fine-tuning.
 
     A classifier of another size is left out (the new one stays freshly initialised); a first convolution
-    for RGB is summed over its input channels for a greyscale model; a first convolution of another kernel
-    size (the small-input stem) is left out. Anything else that does not match is an error.
+    (or ViT patch embedding) for RGB is summed over its input channels for a greyscale model; a first
+    convolution of another kernel size (the small-input stem) is left out; ViT position embeddings for another
+    image size are interpolated (bicubic, torchvision's ``interpolate_embeddings``, as timm does). Anything else
+    that does not match is an error.
 
     Returns:
         The state dict to load with ``strict=False`` and notes describing each adaptation.
@@ -481,12 +505,18 @@ def adapt_state_dict(state: dict[str, torch.Tensor], model: nn.Module, source: s
         want = target[key].shape
         if value.shape == want:
             adapted[key] = value
-        elif key.startswith("fc."):
-            if "fc" not in " ".join(notes):
-                notes.append(f"classifier replaced: {state['fc.weight'].shape[0]} -> {want[0]} classes")
-        elif key == "conv1.weight" and value.shape[2:] == want[2:] and value.shape[1] == 3 and want[1] == 1:
+        elif key.startswith(CLASSIFIERS):
+            if "classifier" not in " ".join(notes):
+                notes.append(f"classifier replaced: {value.shape[0]} -> {want[0]} classes")
+        elif key in FIRST_LAYERS and value.shape[2:] == want[2:] and value.shape[1] == 3 and want[1] == 1:
             adapted[key] = value.sum(dim=1, keepdim=True)
             notes.append("first convolution summed over RGB for greyscale input")
+        elif key == POSITIONS and value.ndim == 3 and value.shape[2] == want[2]:
+            from resnet_cli.models.vit import resize_pos_embedding
+
+            image_size, patch_size = int(getattr(model, "image_size")), int(getattr(model, "patch_size"))  # noqa: B009
+            adapted[key] = resize_pos_embedding({key: value}, image_size, patch_size)[key]
+            notes.append(f"position embeddings interpolated from {value.shape[1] - 1} to {want[1] - 1} patches")
         elif key == "conv1.weight":
             notes.append(f"first convolution left out: {tuple(value.shape)} does not fit {tuple(want)} (another stem)")
         else:
@@ -494,12 +524,18 @@ def adapt_state_dict(state: dict[str, torch.Tensor], model: nn.Module, source: s
                 f"{source} does not fit this architecture: {key} has shape {tuple(value.shape)}, "
                 f"the model needs {tuple(want)}: choose the matching --arch"
             )
-    missing = [k for k in target if k not in adapted and not k.startswith("fc.") and k != "conv1.weight"]
+    missing = [k for k in target if k not in adapted and not k.startswith(CLASSIFIERS) and k != "conv1.weight"]
     if missing:
         raise CheckpointError(
             f"{source} lacks {len(missing)} of the model's tensors, e.g. {missing[0]!r}: choose the matching --arch"
         )
     return adapted, notes
+
+
+#: Key prefixes of the classifier (ResNet, ViT), the first layers and the ViT position embeddings, for --init.
+CLASSIFIERS = ("fc.", "heads.head.")
+FIRST_LAYERS = ("conv1.weight", "conv_proj.weight")
+POSITIONS = "encoder.pos_embedding"
 
 
 def _strip_lightning_prefix(state: dict[str, torch.Tensor], target: dict[str, Any]) -> dict[str, torch.Tensor]:
