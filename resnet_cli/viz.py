@@ -1,5 +1,5 @@
-"""Learning curves and confusion matrices with matplotlib's object API (``Figure``, Agg; no pyplot state,
-no display needed).
+"""Learning curves, confusion matrices and reliability diagrams with matplotlib's object API (``Figure``, Agg;
+no pyplot state, no display needed).
 
 The curves figure is the overfitting picture: train vs validation loss and accuracy per epoch, the
 generalisation gap in loss and in accuracy, the learning rate on a log scale, with the best epoch,
@@ -7,6 +7,10 @@ learning-rate reductions and an early stop marked. Several runs share the axes, 
 shape per run. The gap is honest only between validation and the eval-mode figures of a fixed train subset
 (``train_eval_loss``/``train_eval_acc``); histories without them fall back to the running train averages,
 and the panel says so.
+
+The reliability diagram (calibration) comes from the same eval report as the confusion matrix: accuracy per
+confidence bin against the diagonal, the images per bin below, raw and after temperature scaling when the report
+has both. :func:`reliability_figure` overlays several models' curves (a study's architectures) in one figure.
 
 Figures the tool writes into a run folder are recorded as its own there (:func:`resnet_cli.fs.record_owned`),
 so a later ``resnet plot`` redraws them freely; ``--force`` guards only files the user made. Plotting never
@@ -164,9 +168,10 @@ def plot_runs(
     force: bool = False,
 ) -> PlotResult:
     """Draw the learning curves of ``runs`` (overlaid when several) and, for a single run, its confusion matrix
-    from its eval report when that report still matches the weights.
+    and reliability diagram from its eval report when that report still matches the weights.
 
-    One run: ``RUN/curves.png`` (or ``out``) and ``RUN/confusion-<split>.<fmt>``. Several runs: only the
+    One run: ``RUN/curves.png`` (or ``out``), ``RUN/confusion-<split>.<fmt>`` and ``RUN/reliability-<split>.<fmt>``
+    (the latter only from reports that carry calibration bins). Several runs: only the
     comparison, ``curves-compare.png`` in the current folder (or ``out``); no run's folder is touched.
 
     Raises:
@@ -199,9 +204,9 @@ def plot_runs(
     if fmt is None:
         raise ConfigError(f"cannot write {target}: use a .png, .svg or .pdf file name")
     jobs: list[tuple[Path, Callable[[], Figure]]] = [(target, lambda: curves_figure(loaded, metric))]
-    stale: list[str] = []  # stems of confusion figures whose eval report no longer matches the weights
+    stale: list[str] = []  # stems of figures whose eval report no longer matches the weights
     if not compare:
-        jobs += _confusion_jobs(loaded[0], fmt, result, stale)
+        jobs += _eval_report_jobs(loaded[0], fmt, result, stale)
 
     run_folders = {c.path.resolve() for c in loaded}
     for path, _ in jobs:
@@ -221,11 +226,11 @@ def plot_runs(
     return result
 
 
-def _confusion_jobs(
+def _eval_report_jobs(
     run: RunCurves, fmt: str, result: PlotResult, stale: list[str]
 ) -> list[tuple[Path, Callable[[], Figure]]]:
-    """The confusion matrix of the first eval report of ``run`` that still matches its weights; the figure stems
-    of stale reports go into ``stale``."""
+    """The confusion matrix and reliability diagram of the first eval report of ``run`` that still matches its
+    weights; the figure stems of stale reports go into ``stale``."""
     for split in _SPLITS:
         report_path = run.path / f"eval-{split}.json"
         if not report_path.is_file():
@@ -236,14 +241,26 @@ def _confusion_jobs(
             continue
         reason = _stale_reason(report_path, doc)
         if reason:
-            stale.append(f"confusion-{split}")
+            stale += [f"confusion-{split}", f"reliability-{split}"]
             again = f"resnet eval {run.path}" + ("" if split == "test" else f" --split {split}")
             result.warnings.append(
-                f"{report_path} is stale: {reason}; no confusion matrix from it; run '{again}' again"
+                f"{report_path} is stale: {reason}; no confusion matrix or reliability diagram from it; "
+                f"run '{again}' again"
             )
             continue
-        path = run.path / f"confusion-{split}.{fmt}"
-        return [(path, functools.partial(confusion_figure, doc, f"{run.name}: {split}"))]
+        title = f"{run.name}: {split}"
+        jobs: list[tuple[Path, Callable[[], Figure]]] = [
+            (run.path / f"confusion-{split}.{fmt}", functools.partial(confusion_figure, doc, title))
+        ]
+        sections = reliability_sections(doc)
+        if sections:
+            path = run.path / f"reliability-{split}.{fmt}"
+            jobs.append((path, functools.partial(reliability_diagram, sections, title)))
+        else:
+            result.notes.append(
+                f"{report_path} has no calibration figures (an older resnet eval): no reliability diagram"
+            )
+        return jobs
     if not stale and run.ours:
         when = " once training has finished" if run.training else ""
         result.notes.append(f"{run.path} has no eval report: no confusion matrix (run 'resnet eval {run.path}'{when})")
@@ -597,6 +614,176 @@ def confusion_figure(report: dict[str, Any], title: str) -> Figure:
                     colour = "white" if normalised[i, j] > 0.5 else "black"
                     ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=8, color=colour)
     return figure
+
+
+# -- reliability diagrams -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReliabilitySection:
+    """One reliability diagram: its name (raw, or after temperature scaling), the ECE and the bins."""
+
+    name: str
+    ece: float
+    bins: list[dict[str, Any]]  # lower, upper, count, confidence, accuracy (None for an empty bin)
+
+
+def reliability_sections(report: dict[str, Any]) -> list[ReliabilitySection]:
+    """The raw and (when present) temperature-scaled reliability bins of an eval report; [] for a report
+    without them (written before calibration was reported) or with malformed bins."""
+    sections: list[ReliabilitySection] = []
+    for name, part in (("raw", report), ("calibrated", report.get("calibrated"))):
+        if not isinstance(part, dict) or not _valid_bins(part.get("reliability")):
+            continue
+        ece = part.get("ece")
+        ece = float(ece) if isinstance(ece, (int, float)) else _ece(part["reliability"])
+        if name == "calibrated":
+            t = report.get("temperature")
+            name = f"after temperature scaling (T={t:.2f})" if isinstance(t, (int, float)) else "calibrated"
+        sections.append(ReliabilitySection(name, ece, part["reliability"]))
+    return sections
+
+
+def _valid_bins(bins: Any) -> bool:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    return (
+        isinstance(bins, list)
+        and bool(bins)
+        and all(
+            isinstance(b, dict)
+            and all(number(b.get(k)) for k in ("lower", "upper", "count"))
+            and all(b.get(k) is None or number(b.get(k)) for k in ("confidence", "accuracy"))
+            and (b["count"] == 0 or (b.get("confidence") is not None and b.get("accuracy") is not None))
+            for b in bins
+        )
+        and sum(b["count"] for b in bins) > 0
+    )
+
+
+def _ece(bins: list[dict[str, Any]]) -> float:
+    from resnet_cli.engine.calibration import ece_from_bins  # deferred: it pulls in torch
+
+    return ece_from_bins(bins)
+
+
+def reliability_diagram(sections: list[ReliabilitySection], title: str) -> Figure:
+    """Reliability diagram(s) of one model, side by side: accuracy per confidence bin (bars) against the diagonal,
+    the gap to the bin's mean confidence hatched, and the images per bin in a panel below (counts on the bars)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(5.5 * len(sections), 6.5), dpi=100, layout="constrained")
+    axes = figure.subplots(2, len(sections), squeeze=False, sharex=True, height_ratios=[3, 1])
+    for column, section in enumerate(sections):
+        top, bottom = axes[0, column], axes[1, column]
+        full = [b for b in section.bins if b["count"]]
+        lowers = [b["lower"] for b in full]
+        widths = [b["upper"] - b["lower"] for b in full]
+        accuracy = [b["accuracy"] for b in full]
+        gap = [b["confidence"] - b["accuracy"] for b in full]
+        top.bar(lowers, accuracy, widths, align="edge", color="C0", edgecolor="black", linewidth=0.6, label="accuracy")
+        top.bar(
+            lowers,
+            gap,
+            widths,
+            bottom=accuracy,
+            align="edge",
+            color="C3",
+            alpha=0.35,
+            edgecolor="C3",
+            hatch="//",
+            linewidth=0.6,
+            label="gap to mean confidence",
+        )
+        top.plot([0, 1], [0, 1], "--", color="black", linewidth=1.2, label="perfect calibration")
+        top.set_xlim(0, 1)
+        top.set_ylim(0, 1)
+        top.set_ylabel("accuracy")
+        top.set_title(f"{section.name}: ECE {section.ece:.2%}")
+        top.grid(True, alpha=0.3)
+        top.legend(loc="upper left", fontsize=9)
+        counts = [b["count"] for b in full]
+        bars = bottom.bar(lowers, counts, widths, align="edge", color="0.55", edgecolor="black", linewidth=0.6)
+        bottom.bar_label(bars, fontsize=7, padding=1)
+        bottom.yaxis.set_major_locator(MaxNLocator(integer=True))
+        bottom.set_ylim(0, max(counts) * 1.25)
+        bottom.set_xlabel("confidence (top-1 probability)")
+        bottom.set_ylabel("images")
+        bottom.grid(True, axis="y", alpha=0.3)
+    total = sum(b["count"] for b in sections[0].bins)
+    figure.suptitle(f"reliability: {title} ({total} images, {len(sections[0].bins)} bins)", fontsize=13)
+    return figure
+
+
+def reliability_curves(bins_by_label: dict[str, list[dict[str, Any]]], title: str) -> Figure:
+    """Several models' reliability curves in one figure: accuracy against mean confidence per non-empty bin, one
+    line with markers per label (its ECE in the legend), the share of images per bin below.
+
+    Raises:
+        ConfigError: no labels, or bins that are not reliability bins of an eval report.
+    """
+    from matplotlib.figure import Figure
+
+    if not bins_by_label:
+        raise ConfigError("reliability_figure needs at least one label with its bins")
+    for label, bins in bins_by_label.items():
+        if not _valid_bins(bins):
+            raise ConfigError(f"the bins of {label!r} are not reliability bins of an eval report (its 'reliability')")
+    figure = Figure(figsize=(7.0, 7.0), dpi=100, layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top.plot([0, 1], [0, 1], "--", color="black", linewidth=1.2, label="perfect calibration")
+    for i, (label, bins) in enumerate(bins_by_label.items()):
+        colour, marker = f"C{i % 10}", _RUN_MARKERS[i % len(_RUN_MARKERS)]
+        full = [b for b in bins if b["count"]]
+        total = sum(b["count"] for b in bins)
+        top.plot(
+            [b["confidence"] for b in full],
+            [b["accuracy"] for b in full],
+            "-",
+            color=colour,
+            marker=marker,
+            label=f"{label} (ECE {_ece(bins):.2%})",
+        )
+        bottom.plot(
+            [(b["lower"] + b["upper"]) / 2 for b in full],
+            [100 * b["count"] / total for b in full],
+            "-",
+            color=colour,
+            marker=marker,
+        )
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.grid(True, alpha=0.3)
+    top.legend(loc="upper left", fontsize=9)
+    top.set_title(f"reliability: {title}")
+    bottom.set_xlabel("confidence (top-1 probability)")
+    bottom.set_ylabel("images (%)")
+    bottom.set_ylim(bottom=0)
+    bottom.grid(True, alpha=0.3)
+    return figure
+
+
+def reliability_figure(
+    bins_by_label: dict[str, list[dict[str, Any]]], title: str, path: str | os.PathLike[str]
+) -> Path:
+    """Write :func:`reliability_curves` to ``path`` (``.png``, ``.svg`` or ``.pdf``, atomically) and return it.
+
+    ``bins_by_label`` maps a label (an architecture) to the ``reliability`` bins of its eval report (or bins pooled
+    the same way). The caller decides whether ``path`` may be replaced.
+
+    Raises:
+        ConfigError: bad extension, no labels, or bins that are not reliability bins.
+    """
+    target = Path(path)
+    fmt = FORMATS.get(target.suffix.lower())
+    if fmt is None:
+        raise ConfigError(f"cannot write {target}: use a .png, .svg or .pdf file name")
+    figure = reliability_curves(bins_by_label, title)
+    atomic_write_with(target, functools.partial(_save_figure, figure, fmt))
+    return target
 
 
 # -- reading a run folder --------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -291,3 +293,64 @@ def test_empty_split(trained_run, tmp_path):
 def test_missing_target():
     proc = run_cli("eval", "no/such/run")
     assert proc.returncode == 2 and "does not exist" in one_error_line(proc)
+
+
+# -- calibration ----------------------------------------------------------------------------------------------
+
+
+def test_report_carries_calibration_that_agrees_with_the_predictions(run_copy):
+    report = evaluate(run_copy, split="test", batch_size=16)
+    assert report.nll == pytest.approx(report.loss, abs=1e-6)  # the same cross-entropy, float64 vs float32
+    assert 0 <= report.ece <= 1 and 0 <= report.brier <= 2
+    assert len(report.reliability) == 15 and sum(b["count"] for b in report.reliability) == report.images == 40
+    assert report.temperature is None and report.calibrated is None
+    # The ECE again, from the predictions file alone: 15 bins (lower, upper] of the top-1 confidence.
+    with open(run_copy / "predictions-test.csv", newline="") as handle:
+        rows = [(float(r["confidence"]), int(r["correct"])) for r in csv.DictReader(handle)]
+    bins: dict[int, list[tuple[float, int]]] = {}
+    for confidence, correct in rows:
+        bins.setdefault(min(14, max(0, math.ceil(confidence * 15) - 1)), []).append((confidence, correct))
+    ece = sum(abs(sum(c for _, c in b) / len(b) - sum(p for p, _ in b) / len(b)) * len(b) for b in bins.values()) / 40
+    assert report.ece == pytest.approx(ece, abs=1e-5)
+    saved = json.loads((run_copy / "eval-test.json").read_text())
+    assert {k: saved[k] for k in ("nll", "ece", "brier", "reliability")} == {
+        "nll": report.nll,
+        "ece": report.ece,
+        "brier": report.brier,
+        "reliability": report.reliability,
+    }
+    assert saved["temperature"] is None and saved["calibrated"] is None
+
+
+def test_temperature_is_fitted_on_val_and_reported_beside_the_raw_figures(run_copy):
+    proc = run_cli("eval", run_copy, "--temperature")
+    assert proc.returncode == 0, proc.stderr
+    assert "calibration" in proc.stderr and "ECE" in proc.stderr and "calibrated (T=" in proc.stderr
+    doc = json.loads((run_copy / "eval-test.json").read_text())
+    t = doc["temperature"]
+    assert isinstance(t, float) and t > 0
+    assert f"calibrated (T={t:.2f})" in proc.stderr
+    calibrated = doc["calibrated"]
+    assert set(calibrated) == {"nll", "ece", "brier", "top1", "reliability"}
+    assert calibrated["top1"] == pytest.approx(doc["top1"])  # dividing by T > 0 keeps every argmax
+    assert sum(b["count"] for b in calibrated["reliability"]) == 40
+    assert doc["warnings"] == []
+    # Fitted on the val part: evaluating val itself finds the same T, with a warning that it is fitted there ...
+    val = evaluate(run_copy, split="val", temperature=True, save=False)
+    assert val.temperature == pytest.approx(t, rel=1e-9)
+    assert any("same val images" in w for w in val.warnings)
+    # ... where it is the NLL minimum over T, so never worse than T = 1.
+    assert val.calibrated is not None and val.calibrated["nll"] <= val.nll + 1e-9
+
+
+def test_temperature_needs_a_val_part(trained_run, small_copy):
+    manifest, sidecar = small_copy / "manifest.csv", small_copy / "manifest.json"
+    text = manifest.read_text().replace(",val,", ",train,")
+    manifest.write_text(text)
+    meta = json.loads(sidecar.read_text())
+    meta["csv_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    sidecar.write_text(json.dumps(meta))
+    proc = run_cli("eval", trained_run, "--data", small_copy, "--temperature", "--no-save")
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "--temperature" in line and "val part" in line and str(manifest) in line

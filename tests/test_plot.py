@@ -230,7 +230,7 @@ def test_stale_eval_report_draws_no_confusion_matrix(tmp_path):
     assert fresh.returncode == 0, fresh.stderr
     confusion = run / "confusion-test.png"
     assert fresh.stdout.splitlines() == [str(run / "curves.png"), str(confusion)]
-    assert "stale" not in fresh.stderr
+    assert "is stale" not in fresh.stderr  # (the test folder name holds "stale")
 
     weights.write_bytes(b"the best weights of epoch 9, after train --resume --epochs 10")
     mine = tmp_path / "mine.png"
@@ -292,7 +292,101 @@ def test_confusion_matrix_from_eval_report(trained_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     confusion = run / "confusion-test.png"
     assert str(confusion) in proc.stdout.splitlines()
-    assert "stale" not in proc.stderr
+    assert "is stale" not in proc.stderr
     rgb = np.asarray(Image.open(confusion).convert("RGB")).astype(int)
     blue = (rgb[..., 2] - rgb[..., 0]) > 60  # the Blues colormap fills the diagonal
     assert blue.sum() > 1000
+
+
+# -- reliability diagrams ---------------------------------------------------------------------------------------
+
+
+def _calibrated_doc(weights: Path) -> dict:
+    """An eval report with calibration, its bins made by the same code `resnet eval` uses."""
+    import torch
+
+    from resnet_cli.engine.calibration import calibration_summary
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(300, 2, generator=generator) * 4
+    targets = torch.randint(0, 2, (300,), generator=generator)
+    raw, scaled = calibration_summary(logits, targets), calibration_summary(logits / 2.5, targets)
+    return {**_eval_doc(weights), **{k: raw[k] for k in ("nll", "ece", "brier", "reliability")}} | {
+        "temperature": 2.5,
+        "calibrated": scaled,
+    }
+
+
+def test_reliability_diagram_from_an_eval_report_and_never_from_a_stale_one(tmp_path):
+    run = our_run(tmp_path / "r", 4, 4, finished=True)
+    weights = run / "best.pt"
+    weights.write_bytes(b"the best weights of epoch 4")
+    doc = _calibrated_doc(weights)
+    (run / "eval-test.json").write_text(json.dumps(doc))
+    proc = run_cli("plot", run)
+    assert proc.returncode == 0, proc.stderr
+    reliability = run / "reliability-test.png"
+    assert proc.stdout.splitlines() == [str(run / "curves.png"), str(run / "confusion-test.png"), str(reliability)]
+    assert "reliability-test.png" in json.loads((run / ".resnet-files.json").read_text())["files"]
+    with Image.open(reliability) as image:
+        assert image.width > 1000  # raw and after temperature scaling, side by side
+    assert coloured_pixels(reliability) > 20000  # accuracy bars and gaps drawn, not just axes
+
+    only_raw = {k: v for k, v in doc.items() if k not in ("temperature", "calibrated")}
+    (run / "eval-test.json").write_text(json.dumps(only_raw))
+    assert run_cli("plot", run).returncode == 0
+    with Image.open(reliability) as image:
+        assert image.width < 1000  # one diagram
+
+    weights.write_bytes(b"the best weights of epoch 9, after train --resume --epochs 10")
+    stale = run_cli("plot", run)
+    assert stale.returncode == 0, stale.stderr
+    assert stale.stdout.splitlines() == [str(run / "curves.png")]
+    assert "eval-test.json is stale" in stale.stderr
+    assert not reliability.exists()  # the tool's out-of-date figure is removed, not left looking current
+
+
+def test_an_older_eval_report_without_calibration_draws_no_reliability_diagram(tmp_path):
+    run = our_run(tmp_path / "r", 4, 4, finished=True)
+    weights = run / "best.pt"
+    weights.write_bytes(b"weights")
+    (run / "eval-test.json").write_text(json.dumps(_eval_doc(weights)))  # no "reliability"
+    proc = run_cli("plot", run)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(run / "curves.png"), str(run / "confusion-test.png")]
+    assert "warning" not in proc.stderr and "no reliability diagram" in proc.stderr
+    assert not (run / "reliability-test.png").exists()
+
+
+def test_reliability_figure_overlays_several_models(tmp_path):
+    from resnet_cli.errors import ConfigError
+    from resnet_cli.viz import reliability_figure
+
+    (tmp_path / "w").write_bytes(b"weights")
+    doc = _calibrated_doc(tmp_path / "w")
+    one = reliability_figure({"resnet18": doc["reliability"]}, "test", tmp_path / "one.png")
+    two = reliability_figure(
+        {"resnet18": doc["reliability"], "vit-ti/4": doc["calibrated"]["reliability"]}, "test", tmp_path / "two.png"
+    )
+    assert one == tmp_path / "one.png" and two.is_file()
+    assert coloured_pixels(two) > 1.3 * coloured_pixels(one)
+    assert reliability_figure({"a": doc["reliability"]}, "t", tmp_path / "r.svg").read_bytes().startswith(b"<?xml")
+    with pytest.raises(ConfigError, match=r"\.png, \.svg or \.pdf"):
+        reliability_figure({"a": doc["reliability"]}, "t", tmp_path / "r.gif")
+    with pytest.raises(ConfigError, match="'a'"):
+        reliability_figure({"a": [{"lower": 0.0}]}, "t", tmp_path / "bad.png")
+
+
+def test_reliability_diagram_after_a_real_eval(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    assert run_cli("eval", run, "--temperature").returncode == 0
+    proc = run_cli("plot", run)
+    assert proc.returncode == 0, proc.stderr
+    reliability = run / "reliability-test.png"
+    assert str(reliability) in proc.stdout.splitlines()
+    assert coloured_pixels(reliability) > 5000
+    (run / "best.pt").write_bytes((run / "last.pt").read_bytes() + b"\0")  # the weights changed since the eval
+    stale = run_cli("plot", run)
+    assert stale.returncode == 0 and "is stale" in stale.stderr
+    assert not reliability.exists() and str(reliability) not in stale.stdout

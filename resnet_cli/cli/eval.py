@@ -23,6 +23,8 @@ from resnet_cli.cli.progress import task_progress
 from resnet_cli.engine.callbacks import Callback
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from resnet_cli.engine.evaluate import EvalReport
 
 
@@ -55,11 +57,19 @@ def eval_command(
     save: Annotated[
         bool, typer.Option("--save/--no-save", help="Write `eval-SPLIT.json` and `predictions-SPLIT.csv`.")
     ] = True,
+    temperature: Annotated[
+        bool,
+        typer.Option(
+            "--temperature",
+            help="Fit temperature scaling on the val part and report calibration after it beside the raw figures.",
+        ),
+    ] = False,
     force: Force = False,
     json_out: Json = False,
     quiet: Quiet = False,
 ) -> None:
-    """Loss, top-1/top-5, balanced accuracy, per-class precision/recall/F1 and the confusion matrix.
+    """Loss, top-1/top-5, balanced accuracy, calibration (NLL, ECE, Brier), per-class precision/recall/F1 and the
+    confusion matrix.
 
     The report (JSON) and per-image predictions (CSV) are written beside the weights; the report's path
     is printed last.
@@ -80,6 +90,7 @@ def eval_command(
             save=save,
             force=force,
             ema=ema,
+            temperature=temperature,
             callbacks=[_StepCallback(progress)],
         )
     for warning in report.warnings:
@@ -126,6 +137,7 @@ def _render(report: EvalReport) -> None:
     head.add_row("macro F1", f"{report.macro['f1']:.4f}")
     head.add_row("throughput", f"{report.images_per_s:.1f} images/s ({report.device}, {report.precision})")
     out.print(head)
+    out.print(_calibration_table(report))
 
     table = Table(title="per class", title_justify="left")
     for name in ("class", "precision", "recall", "F1", "support"):
@@ -152,11 +164,33 @@ def _render(report: EvalReport) -> None:
         out.print(matrix)
 
 
+def _calibration_table(report: EvalReport) -> Table:
+    """NLL, ECE and Brier score, with a column after temperature scaling when the report has one."""
+    from rich.table import Table
+
+    sections: list[tuple[str, dict[str, Any]]] = [
+        ("raw", {"nll": report.nll, "ece": report.ece, "brier": report.brier, "top1": report.top1})
+    ]
+    if report.calibrated is not None and report.temperature is not None:
+        sections.append((f"calibrated (T={report.temperature:.2f})", report.calibrated))
+    table = Table(title="calibration (ECE: 15 confidence bins)", title_justify="left")
+    table.add_column("")
+    for name, _ in sections:
+        table.add_column(name, justify="right")
+    table.add_row("NLL", *(f"{s['nll']:.4f}" for _, s in sections))
+    table.add_row("ECE", *(f"{s['ece']:.2%}" for _, s in sections))
+    table.add_row("Brier", *(f"{s['brier']:.4f}" for _, s in sections))
+    if len(sections) > 1:
+        table.add_row("top-1", *(f"{s['top1']:.2%}" for _, s in sections))
+    return table
+
+
 def register(app: typer.Typer) -> None:
     app.command(
         "eval",
         epilog="Examples:\n\n"
         "- `resnet eval runs/r34 --split test`\n"
         "- `resnet eval runs/r34/model.safetensors --data data --json`\n"
+        "- `resnet eval runs/r34 --temperature` (calibration after temperature scaling fitted on val)\n"
         "- `resnet eval runs/r34 --manifest runs/r34/manifest.csv --split val` (the split it trained on)",
     )(eval_command)

@@ -1,4 +1,5 @@
-"""``resnet plot``: learning curves of one or more runs, and confusion matrices from eval reports."""
+"""``resnet plot``: learning curves of one or more runs, and confusion matrices and reliability diagrams from
+eval reports."""
 
 from __future__ import annotations
 
@@ -43,9 +44,9 @@ def plot(
     """Train vs validation loss and accuracy, generalisation gap and learning rate per epoch.
 
     Best epoch, learning-rate reductions and an early stop are marked; a run that is not finished says so in
-    the figure. One run: figures go into its folder (with its confusion matrix when its eval report still
-    matches the weights) and are redrawn freely. Several runs are overlaid into one comparison in the current
-    folder (or --out). Prints the paths of the files written.
+    the figure. One run: figures go into its folder (with its confusion matrix and reliability diagram when its
+    eval report still matches the weights) and are redrawn freely. Several runs are overlaid into one
+    comparison in the current folder (or --out). Prints the paths of the files written.
     """
     from resnet_cli.viz import plot_runs
 

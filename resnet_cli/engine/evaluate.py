@@ -23,6 +23,7 @@ from resnet_cli.config import resolve_workers
 from resnet_cli.data.dataset import EpochBatchSampler, ManifestDataset, make_loader
 from resnet_cli.data.split import COLUMNS, PARTS, Manifest, ManifestRow, sidecar_path
 from resnet_cli.data.transforms import eval_transform
+from resnet_cli.engine.calibration import calibration_summary, fit_temperature
 from resnet_cli.engine.callbacks import Callback, CallbackList
 from resnet_cli.engine.device import resolve_device
 from resnet_cli.engine.inference import inference_network, predict_batches
@@ -72,10 +73,17 @@ class EvalReport:
     macro: dict[str, float]
     weighted: dict[str, float]
     confusion_matrix: list[list[int]]
+    nll: float  # mean cross-entropy in float64 (``loss`` is the same in float32)
+    ece: float  # top-1 expected calibration error over 15 equal-width confidence bins, in [0, 1]
+    brier: float  # mean over images of the squared distance between probabilities and the one-hot label
+    reliability: list[dict[str, Any]]  # the ECE's bins: lower, upper, count, confidence, accuracy
     images_per_s: float
     device: str
     precision: str
     checkpoint: str | None = None  # which weights, in words: "best.pt (epoch 3)"
+    temperature: float | None = None  # fitted on the val part with ``temperature=True``
+    # With a temperature: nll, ece, brier, top1 and reliability of this split's logits divided by it.
+    calibrated: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)  # one line each, for the user
     report_path: str | None = None
     predictions_path: str | None = None
@@ -101,6 +109,7 @@ def evaluate(
     callbacks: Sequence[Callback] = (),
     callback: Callback | None = None,
     ema: bool = True,
+    temperature: bool = False,
 ) -> EvalReport:
     """Evaluate weights on a manifest part and (with ``save``) write the report and per-image predictions.
 
@@ -121,11 +130,17 @@ def evaluate(
         save: write ``eval-<split>.json`` and ``predictions-<split>.csv`` beside the weights (under the run
             folder's lock; earlier reports the tool wrote are replaced, a user's files need ``force``).
         force: replace files of those names that the tool did not write.
-        callbacks: progress hooks (``on_validation_start``, ``on_validation_step``).
+        callbacks: progress hooks (``on_validation_start``, ``on_validation_step``); with ``temperature`` and
+            another split than val, the val pass reports its own steps after the split's.
         callback: deprecated: use ``callbacks=[...]``.
+        temperature: fit a temperature (temperature scaling) on the manifest's val part with the same weights
+            and preprocessing, and report the split's calibration after dividing its logits by it
+            (:attr:`EvalReport.calibrated`). Evaluating val itself still does it, with a warning that the
+            figures are fitted on the images they are measured on.
 
     Raises:
-        CheckpointError, DatasetError, ConfigError, DeviceError, OutputExistsError, RunBusyError: bad input.
+        CheckpointError, DatasetError, ConfigError, DeviceError, OutputExistsError, RunBusyError: bad input;
+            ConfigError also for ``temperature`` with a manifest that has no val part.
     """
     callbacks = list(callbacks)
     if callback is not None:
@@ -157,28 +172,49 @@ def evaluate(
     if not rows:
         hint = " (split with --test 0.1 to hold out a test part)" if split == "test" else ""
         raise DatasetError(f"the {split} part of {man.path} is empty{hint}")
+    val_rows = man.part("val") if temperature else []
+    if temperature and not val_rows:
+        raise ConfigError(
+            f"--temperature fits the temperature on the val part, and {man.path} has none: evaluate without "
+            "--temperature, or pass --manifest with the manifest the run trained on"
+        )
     note = getattr(weights, "note", None)
     notes: list[str] = [str(note)] if note else []
     notes += check_not_trained_on(weights.run_dir, man, rows, split)
+    if temperature and split != "val":  # the temperature must not be fitted on training images either
+        notes += [n for n in check_not_trained_on(weights.run_dir, man, val_rows, "val") if n not in notes]
 
     pre = weights.preprocess
     net, placement = inference_network(weights, dev, precision)
     size = batch_size or weights.batch_size
-    dataset = ManifestDataset(man.root, rows, weights.classes, eval_transform(pre), pre.in_channels, pre.background)
-    sampler = EpochBatchSampler(len(dataset), size, 0, shuffle=False, train=False)
-    loader = make_loader(dataset, sampler, workers, 0, pin_memory=dev.type == "cuda")
-
     hooks = CallbackList(callbacks)
-    hooks.on_validation_start(0, len(loader))
+
+    def run_logits(part: list[ManifestRow]) -> tuple[torch.Tensor, torch.Tensor]:
+        dataset = ManifestDataset(man.root, part, weights.classes, eval_transform(pre), pre.in_channels, pre.background)
+        sampler = EpochBatchSampler(len(dataset), size, 0, shuffle=False, train=False)
+        loader = make_loader(dataset, sampler, workers, 0, pin_memory=dev.type == "cuda")
+        hooks.on_validation_start(0, len(loader))
+        chunks, targets = [], []
+        for batch_logits, batch_y in predict_batches(net, loader, placement, hooks):
+            chunks.append(batch_logits)
+            targets.append(batch_y)
+        return torch.cat(chunks), torch.cat(targets)
+
     start = time.perf_counter()
-    chunks, targets = [], []
-    for logits, y in predict_batches(net, loader, placement, hooks):
-        chunks.append(logits)
-        targets.append(y)
+    logits, y = run_logits(rows)
     seconds = time.perf_counter() - start
-    logits = torch.cat(chunks)
-    y = torch.cat(targets)
     report = build_report(logits, y, weights.classes)
+    fitted: float | None = None
+    calibrated: dict[str, Any] | None = None
+    if temperature:
+        fit_logits, fit_y = (logits, y) if split == "val" else run_logits(val_rows)
+        fitted = fit_temperature(fit_logits, fit_y)
+        calibrated = calibration_summary(logits.double() / fitted, y)
+        if split == "val":
+            notes.append(
+                "the calibrated figures are fitted and measured on the same val images, so they are optimistic: "
+                "evaluate with --split test --temperature for held-out figures"
+            )
     probabilities = logits.softmax(dim=1)
     confidence, predicted = probabilities.max(dim=1)
     predictions = [
@@ -204,6 +240,8 @@ def evaluate(
         precision=placement.precision,
         checkpoint=describe() if callable(describe) else weights.source.name,
         warnings=notes,
+        temperature=fitted,
+        calibrated=calibrated,
         predictions=predictions,
         **report,
     )
@@ -357,7 +395,8 @@ def _write_lock(folder: Path) -> Iterator[None]:
 
 
 def build_report(logits: torch.Tensor, targets: torch.Tensor, classes: list[str]) -> dict[str, Any]:
-    """Loss, top-1/top-5, balanced accuracy, per-class metrics (:class:`ClassMetrics`), averages, confusion matrix."""
+    """Loss, top-1/top-5, balanced accuracy, per-class metrics (:class:`ClassMetrics`), averages, confusion matrix,
+    and calibration: NLL, ECE with its reliability bins, Brier score (:mod:`resnet_cli.engine.calibration`)."""
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     k = len(classes)
@@ -374,6 +413,7 @@ def build_report(logits: torch.Tensor, targets: torch.Tensor, classes: list[str]
     for name in ("macro", "weighted"):
         ap, ar, af, _ = precision_recall_fscore_support(y, pred, labels=labels, average=name, zero_division=0)
         averages[name] = {"precision": float(ap), "recall": float(ar), "f1": float(af)}
+    calibration = calibration_summary(logits, targets)
     present = sorted(set(y.tolist()))
     balanced = float(balanced_accuracy_score(y, pred)) if len(present) > 0 else math.nan
     return {
@@ -385,6 +425,10 @@ def build_report(logits: torch.Tensor, targets: torch.Tensor, classes: list[str]
         "macro": averages["macro"],
         "weighted": averages["weighted"],
         "confusion_matrix": confusion_matrix(y, pred, labels=labels).tolist(),
+        "nll": calibration["nll"],
+        "ece": calibration["ece"],
+        "brier": calibration["brier"],
+        "reliability": calibration["reliability"],
     }
 
 
