@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck format demo bench clean
+.PHONY: install test lint typecheck format demo bench clean fashion-mnist
 
 install: $(STAMP)
 
@@ -39,6 +39,23 @@ bench: install
 	$(PY) benchmarks/data.py
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/evaluate.py
+	$(PY) benchmarks/precision.py
+
+# Fashion-MNIST's four IDX files, where `resnet sample-data DEST --dataset fashion-mnist` looks by default
+# (/usr/share/datasets/fashion-mnist): Debian's package where apt-get exists; elsewhere, what to download.
+fashion-mnist:
+	@if dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
+		echo "dataset-fashion-mnist is installed: resnet sample-data DEST --dataset fashion-mnist"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y dataset-fashion-mnist \
+			|| { $$SUDO apt-get update && $$SUDO apt-get install -y dataset-fashion-mnist; }; \
+	else \
+		echo "no apt-get here: download train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz," \
+			"t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz from" \
+			"https://github.com/zalandoresearch/fashion-mnist into a folder, then" \
+			"resnet sample-data DEST --dataset fashion-mnist --source FOLDER"; \
+	fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

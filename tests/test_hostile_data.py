@@ -459,7 +459,7 @@ def test_data_layer_imports_nothing_above_it():
                 assert not name.startswith(("resnet_cli.io", "resnet_cli.engine", "resnet_cli.cli")), (path, name)
 
 
-@pytest.mark.parametrize(("command", "examples"), [("split", 3), ("sample-data", 2)])
+@pytest.mark.parametrize(("command", "examples"), [("split", 3), ("sample-data", 3)])
 def test_help_shows_one_example_per_line(command, examples):
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
     assert result.exit_code == 0
