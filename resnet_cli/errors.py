@@ -13,7 +13,8 @@ import re
 #: the command-line flags for the former and the keyword arguments for the latter.
 SURFACE: contextvars.ContextVar[str] = contextvars.ContextVar("resnet_cli_surface", default="api")
 
-_SWITCHES = {"force", "resume", "quiet", "json", "compile", "hflip", "dedupe", "skip-bad", "drop-small", "small-input"}
+_SWITCHES = {"force", "resume", "quiet", "json", "compile", "hflip", "dedupe", "skip-bad", "drop-small", "small-input",
+             "temperature", "print-commands", "cache-images"}  # fmt: skip
 _FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 
 

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +17,9 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 ROOT = Path(__file__).resolve().parents[1]
+# --precision auto caches its measurements per machine: keep the tests' cache out of the user's (one per session,
+# shared by the subprocesses the tests start).
+os.environ.setdefault("RESNET_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"resnet-test-cache-{os.getpid()}"))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -35,6 +35,7 @@ def run_bench(name: str, *args: str) -> subprocess.CompletedProcess:
         ("train", r"fit/bare \d+\.\d{3} \(target >= 0\.95\): (met|NOT met)"),
         ("data", r"loader ours/ImageFolder \(lowest of \d+ rows\) \d+\.\d{3} \(target >= 0\.95\)"),
         ("evaluate", r"evaluate/bare \(lowest of \d+\) \d+\.\d{3} \(target >= 0\.95\)"),
+        ("precision", r"precision auto/fastest \(lowest of 1 archs\) \d+\.\d{3} \(target >= 0\.95\): (met|NOT met)"),
     ],
 )
 def test_each_benchmark_runs_quick_and_prints_its_verdict(name: str, verdict: str) -> None:

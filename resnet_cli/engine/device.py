@@ -1,14 +1,19 @@
-"""Devices and numeric precision: what ``--device``, ``--gpus`` and ``--precision auto`` resolve to.
+"""Devices and numeric precision: what ``--device``, ``--gpus`` and ``--precision`` resolve to.
 
-``--precision auto`` picks bf16 autocast where it is fast, not merely where it runs: CUDA GPUs with bf16
-(Ampere and newer); fp16 with a GradScaler on older CUDA GPUs; on CPUs, bf16 only with AMX tiles. CPUs
-that have AVX-512 BF16 but no AMX run bf16 autocast *slower* than fp32 (measured with
-``benchmarks/train.py``: about 0.8x for ResNet-34/50), so they stay in fp32.
+``--precision auto`` for a run is decided by measurement, not by a rule:
+:func:`resnet_cli.engine.speed.choose_placement` times a few training steps of the run's own network and batch
+shape in each precision this device can run (:func:`precision_candidates`), and in both memory formats where
+``--channels-last`` was not given, and keeps the fastest. Rules about CPU features do not predict it: a 2-core
+AMD EPYC with AVX-512 BF16 and no AMX trains ResNet-18 1.73x faster in bf16 autocast, a Xeon without AMX 0.7x
+as fast. :func:`resolve_precision` and :func:`resolve_channels_last` validate explicit values and give callers
+that have no model to time a fixed guess (CUDA: bf16 where the GPU has it, else fp16 from Volta on, and
+channels_last; CPU: bf16 with AMX tiles, contiguous).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -110,8 +115,32 @@ def cpu_has_amx() -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_runs_bf16() -> bool:
+    """Whether bf16 autocast actually runs here (a convolution comes out in bf16), not merely whether it is offered."""
+    with contextlib.suppress(Exception), torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        out = torch.nn.functional.conv2d(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 3, 3))
+        return out.dtype == torch.bfloat16 and bool(torch.isfinite(out.float()).all())
+    return False
+
+
+def precision_candidates(device: torch.device) -> tuple[str, ...]:
+    """The precisions ``auto`` chooses among on ``device``: fp32, and the autocast precisions it can run.
+
+    bf16 on CUDA GPUs that have it natively and on CPUs where bf16 autocast runs; fp16 (with a GradScaler) on
+    CUDA GPUs without bf16.
+    """
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return ("fp32", "bf16")
+        return ("fp32", "fp16")
+    return ("fp32", "bf16") if device.type == "cpu" and cpu_runs_bf16() else ("fp32",)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """Resolve ``auto`` and refuse combinations that cannot work.
+    """Validate an explicit precision; resolve ``auto`` by a fixed guess, for callers with no model to time.
+
+    ``resnet train`` resolves ``auto`` by measuring instead (:func:`resnet_cli.engine.speed.choose_placement`).
 
     Raises:
         ConfigError: unknown precision, or fp16 on the CPU.
@@ -133,7 +162,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def resolve_channels_last(requested: bool | None, device: torch.device) -> bool:
-    """channels_last where it is faster: on CUDA (tensor cores want NHWC); on the CPU only when asked."""
+    """The memory format asked for; without a request, a guess (``fit`` measures instead): channels_last on CUDA
+    (tensor cores want NHWC), contiguous on the CPU."""
     if requested is not None:
         return bool(requested)
     return device.type == "cuda"
