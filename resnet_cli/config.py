@@ -134,6 +134,9 @@ class TrainConfig(_Dict):
     )
     out: str | None = option(None, "Run folder [default: `runs/rDEPTH`].", short="-o")
     epochs: int = option(30, "Maximum epochs (early stopping may end sooner).", short="-e")
+    train_fraction: float = option(
+        1.0, "Train on this seeded, stratified fraction of the train part (0.1 lies inside 0.3); val stays whole."
+    )
     batch_size: int = option(64, "Images per batch.", short="-b")
     # Per-family defaults (None) are resolved by resnet_cli.engine.recipe and recorded in config.json.
     optimizer: str | None = option(None, "adamw, or sgd (momentum 0.9, Nesterov) [default: adamw].")

@@ -187,10 +187,10 @@ def _root(
 def _register() -> None:
     # Command modules import only typer and the standard library at module level; torch is imported
     # inside each command, so `resnet --help` stays instant.
+    from resnet_cli.cli import bench, export, plot, predict, sample_data, split, study, summary, train
     from resnet_cli.cli import eval as eval_command
-    from resnet_cli.cli import export, plot, predict, sample_data, split, summary, train
 
-    for module in (sample_data, split, train, eval_command, plot, summary, export, predict):
+    for module in (sample_data, split, train, eval_command, plot, summary, bench, export, predict, study):
         module.register(app)
 
 

@@ -63,6 +63,7 @@ def train(
     arch: Annotated[str, _opt("arch", autocompletion=complete_from(*ARCH_CHOICES))] = DEFAULTS.arch,
     out: Annotated[Path | None, _opt("out")] = None,
     epochs: Annotated[int, _opt("epochs")] = DEFAULTS.epochs,
+    train_fraction: Annotated[float, _opt("train_fraction")] = DEFAULTS.train_fraction,
     batch_size: Annotated[int, _opt("batch_size")] = DEFAULTS.batch_size,
     optimizer: Annotated[str | None, _opt("optimizer", autocompletion=complete_from("adamw", "sgd"))] = None,
     lr: Annotated[float | None, _opt("lr")] = None,

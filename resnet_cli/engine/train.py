@@ -10,6 +10,7 @@ and resumed from its ``last.pt`` ends with the same weights, bit for bit, on the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -61,6 +62,7 @@ from resnet_cli.engine.run_dir import (
     verify_data_unchanged,
     write_data_stat,
 )
+from resnet_cli.engine.speed import ProbeResult, choose_placement
 from resnet_cli.engine.state import (
     BestRecord,
     LoaderPosition,
@@ -209,7 +211,7 @@ def _fit(
 
     # Every check that needs no folder runs here, before the run folder is touched.
     manifest = load_manifest(config)
-    train_rows, val_rows = manifest.part("train"), manifest.part("val")
+    train_rows, val_rows = train_part(manifest, config), manifest.part("val")
     if not train_rows or not val_rows:
         raise DatasetError(f"{manifest.path} has {len(train_rows)} train and {len(val_rows)} val images: split again")
     if saved is not None:
@@ -229,6 +231,14 @@ def _fit(
         seed_rng(config.seed)
     if placement.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    probe = None
+    if saved is not None:  # a resumed run keeps the precision and layout it trained in: never a new probe
+        layout = meta.config.channels_last
+        placement = replace(placement, precision=meta.precision,
+                            channels_last=placement.channels_last if layout is None else bool(layout))  # fmt: skip
+    elif config.precision == "auto" or config.channels_last is None:
+        probe = _probe(config, model_config, pre, placement, dist)
+        placement = replace(placement, precision=probe.precision, channels_last=probe.channels_last)
     model = build_model(
         config.arch, model_config.num_classes, model_config.in_channels, model_config.small_input,
         config.zero_init_residual, image_size=model_config.image_size, drop_path=float(config.drop_path or 0),
@@ -258,6 +268,9 @@ def _fit(
                 atomic_write_bytes(run_dir / "manifest.csv", manifest.path.read_bytes())
         fingerprint = data_fingerprint(stat_table)
         run = _Run(config, saved, cb, stop, dist, placement, run_dir, manifest, pre, model_config, model, fingerprint)
+        if probe is not None:
+            run.run_config["precision_probe"] = probe.to_dict()
+            cb.on_message(f"precision: {probe.describe()}")
         for note in init_notes:
             cb.on_message(f"--init {config.init}: {note}")
         return run.train()
@@ -265,6 +278,32 @@ def _fit(
         if saved is None and dist.is_main and not isinstance(exc, Interrupted):
             cleanup_failed_start(run_dir, created)
         raise
+
+
+def _probe(
+    config: TrainConfig, model_config: ModelConfig, pre: PreprocessConfig, placement: Placement, dist: DistInfo
+) -> ProbeResult:
+    """``--precision auto`` and an unset ``--channels-last``, decided by timing the run's own network and batch
+    shape (:func:`resnet_cli.engine.speed.choose_placement`, cached per machine). Under torchrun rank 0 decides
+    and the others follow, so every rank trains alike."""
+
+    def build() -> nn.Module:
+        return build_model(
+            config.arch, model_config.num_classes, model_config.in_channels, model_config.small_input,
+            config.zero_init_residual, image_size=model_config.image_size, drop_path=float(config.drop_path or 0),
+        )  # fmt: skip
+
+    shape = (config.batch_size, model_config.in_channels, pre.image_size, pre.image_size)
+    name = model_config.arch + ("/small-input" if model_config.small_input else "")
+    probe = choose_placement(build, shape, model_config.num_classes, placement.device, config.precision,
+                             config.channels_last, arch=name)  # fmt: skip
+    if dist.enabled:
+        codes = {"fp32": 0.0, "bf16": 1.0, "fp16": 2.0}
+        mine = [codes[probe.precision], float(probe.channels_last)] if dist.is_main else [0.0, 0.0]
+        precision, layout = distributed.all_sum(mine, dist, placement.device)
+        chosen = next(name for name, code in codes.items() if code == precision)
+        probe = replace(probe, precision=chosen, channels_last=bool(layout))
+    return probe
 
 
 class _Run:
@@ -288,7 +327,7 @@ class _Run:
         self.cb, self.stop, self.dist, self.placement, self.run_dir = cb, stop, dist, placement, run_dir
         self.config, self.saved = config, saved
         seed, workers = config.seed, resolve_workers(config.workers)
-        train_rows, val_rows = manifest.part("train"), manifest.part("val")
+        train_rows, val_rows = train_part(manifest, config), manifest.part("val")
         if saved is None and pre.normalize == "dataset":
             stats = ManifestDataset(manifest.root, train_rows, manifest.classes, eval_transform(pre, normalize=False),
                                     pre.in_channels, pre.background)  # fmt: skip
@@ -343,6 +382,7 @@ class _Run:
         self.position = LoaderPosition(seed, dist.world_size, config.batch_size)
         self.run_config = run_config(resolved, model_config, pre, manifest, fingerprint, placement, dist)
         self.run_config["train_subset"] = {"images": len(self.probe_rows), "seed": seed}
+        self.run_config["train_images"] = len(train_rows)  # the whole train part, or its --train-fraction
         # `local` runs this process's forward (over its GPUs with DataParallel) and validates; DDP wraps it for
         # training only, so validation never enters DDP's collectives (a rank may hold no validation images).
         local: nn.Module = AutocastForward(model, placement)
@@ -567,10 +607,36 @@ def check_options(config: TrainConfig) -> None:
         (config.save_every >= 0, f"--save-every must be 0 or more steps, got {config.save_every}"),
         (config.max_steps_per_epoch >= 0, f"--max-steps must be 0 or more, got {config.max_steps_per_epoch}"),
         (config.image_size is None or config.image_size > 0, f"--image-size must be positive, got {config.image_size}"),
+        (0 < config.train_fraction <= 1, f"--train-fraction must be in (0, 1], got {config.train_fraction}"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def train_part(manifest: Manifest, config: TrainConfig) -> list[ManifestRow]:
+    """The train rows a run trains on: the whole train part, or its ``train_fraction`` (:func:`nested_fraction`)."""
+    rows = manifest.part("train")
+    return rows if config.train_fraction >= 1 else nested_fraction(rows, config.train_fraction, config.seed)
+
+
+def nested_fraction(rows: Sequence[ManifestRow], fraction: float, seed: int) -> list[ManifestRow]:
+    """A seeded, stratified ``fraction`` of ``rows``, nested across fractions for one seed.
+
+    Each class's rows are put in one order drawn from ``(seed, class)`` alone, and the first
+    ``max(1, round(fraction * n))`` are kept, so the 10% subset lies inside the 30% one and every class keeps
+    its share. Rows come back in manifest order.
+    """
+    by_class: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        by_class.setdefault(row.label, []).append(index)
+    chosen: list[int] = []
+    for label, indices in sorted(by_class.items()):
+        class_key = int.from_bytes(hashlib.blake2b(label.encode("utf-8"), digest_size=8).digest(), "little")
+        order = np.random.default_rng([seed, class_key]).permutation(len(indices))
+        keep = max(1, round(fraction * len(indices)))
+        chosen += [indices[i] for i in order[:keep]]
+    return [rows[i] for i in sorted(chosen)]
 
 
 def record_figures(record: EpochRecord) -> tuple[float, float]:
