@@ -67,3 +67,13 @@ def test_finetune_from_torchvision(tmp_path):
     config = json.loads((tmp_path / "work" / "runs" / "r34-ft" / "config.json").read_text())
     assert config["model"] == {"arch": "resnet34", "num_classes": 10, "in_channels": 3, "small_input": False,
                                "image_size": None}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_resnet_vs_vit(tmp_path):
+    proc = run_example("resnet_vs_vit.sh", tmp_path, SEEDS="1", FRACTIONS="1", MAX_STEPS="2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = tmp_path / "work" / "study"
+    report = json.loads((study / "report.json").read_text())
+    assert [r["arch"] for r in report["runs"]] == ["resnet34", "vit_s_4"] and not report["missing"]
+    assert (study / "study-accuracy.png").is_file() and "report:" in proc.stdout

@@ -50,6 +50,7 @@ LAYERS: dict[str, int] = {
     "resnet_cli.cli": 5,
     "resnet_cli.engine": 4,
     "resnet_cli.viz": 4,
+    "resnet_cli.viz_study": 4,
     "resnet_cli.io": 3,
     "resnet_cli.data": 2,
     "resnet_cli.models": 1,

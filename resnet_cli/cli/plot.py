@@ -16,13 +16,16 @@ EXAMPLES = (
     "resnet plot runs/r34",
     "resnet plot runs/r34 --metric loss --out loss.svg",
     "resnet plot runs/r34 runs/r50 --out compare.png",
+    "resnet plot studies/digits",
 )
 
 
 def plot(
     runs: Annotated[
         list[Path],
-        typer.Argument(metavar="RUN", help="Run folders (or history.csv files) to draw.", show_default=False),
+        typer.Argument(
+            metavar="RUN", help="Run folders (or history.csv files), or one study folder, to draw.", show_default=False
+        ),
     ],
     out: Annotated[
         Path | None,
@@ -48,6 +51,9 @@ def plot(
     eval report still matches the weights) and are redrawn freely. Several runs are overlaid into one
     comparison in the current folder (or --out). Prints the paths of the files written.
     """
+    if len(runs) == 1 and (runs[0] / "study.json").is_file():
+        _plot_study(runs[0], json_out)
+        return
     from resnet_cli.viz import plot_runs
 
     result = plot_runs(runs, out=out, metric=metric, force=force)
@@ -59,6 +65,22 @@ def plot(
         console.print_json(result.to_dict())
         return
     for path in result.paths:
+        console.print_path(path)
+
+
+def _plot_study(study_dir: Path, json_out: bool) -> None:
+    """A study folder: its mean curves, accuracy and gap against the train fraction, and reliability diagrams."""
+    from resnet_cli.engine.study_report import study_report
+    from resnet_cli.viz_study import study_figures
+
+    report = study_report(study_dir)
+    if report.missing:
+        console.warning_line(f"{len(report.missing)} run(s) of {study_dir} not finished: drawn without them")
+    paths = study_figures(report)
+    if json_out:
+        console.print_json({"paths": [str(p) for p in paths], "notes": [], "warnings": []})
+        return
+    for path in paths:
         console.print_path(path)
 
 
