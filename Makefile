@@ -40,6 +40,7 @@ bench: install
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/evaluate.py
 	$(PY) benchmarks/precision.py
+	$(PY) benchmarks/study.py
 
 # Fashion-MNIST's four IDX files, where `resnet sample-data DEST --dataset fashion-mnist` looks by default
 # (/usr/share/datasets/fashion-mnist): Debian's package where apt-get exists; elsewhere, what to download.

@@ -35,6 +35,7 @@ def run_bench(name: str, *args: str) -> subprocess.CompletedProcess:
         ("train", r"fit/bare \d+\.\d{3} \(target >= 0\.95\): (met|NOT met)"),
         ("data", r"loader ours/ImageFolder \(lowest of \d+ rows\) \d+\.\d{3} \(target >= 0\.95\)"),
         ("evaluate", r"evaluate/bare \(lowest of \d+\) \d+\.\d{3} \(target >= 0\.95\)"),
+        ("study", r"study/by-hand \d+\.\d{3} \(target >= 0\.98\): (met|NOT met)"),
         ("precision", r"precision auto/fastest \(lowest of 1 archs\) \d+\.\d{3} \(target >= 0\.95\): (met|NOT met)"),
     ],
 )
@@ -46,6 +47,8 @@ def test_each_benchmark_runs_quick_and_prints_its_verdict(name: str, verdict: st
         assert re.search(r"host syncs per step \(reads in the project's code\): \d", result.stdout)
     if name == "data":
         assert "make_split of 200 16 px PNGs" in result.stdout
+        assert re.search(r"--cache-images, epoch-2 loader img/s cache/decode: digits, 8 px PNG \(workers 0\) "
+                         r"\d+\.\d\dx; synthetic, 28 px PNG \(workers 0\) \d+\.\d\dx", result.stdout)  # fmt: skip
 
 
 def test_models_benchmark_with_json_prints_one_document_with_its_verdict() -> None:
