@@ -9,6 +9,11 @@ the sides alternate for ``--rounds`` rounds after a warm-up pass each. Target: o
 every row. Also timed, as a reference: ``make_split`` scanning, hashing and decoding small PNGs against a
 single-process loop of read + SHA-256 + Pillow decode.
 
+``--cache-images``: the loader alone (train transform, pad-and-crop) in its second epoch, with the images held
+decoded in RAM against decoding them again, as img/s cache/no-cache, on the sample digits (8 px PNGs) and on
+28 px greyscale PNGs (a Fashion-MNIST subset, 200 per class, from ``/usr/share/datasets/fashion-mnist`` when
+installed; synthetic 28 px images with ``--quick`` or without it). No target: the ratio says what the flag buys.
+
     python benchmarks/data.py [--workers 0 2] [--quick] [--json]
 """
 
@@ -19,6 +24,7 @@ import hashlib
 import itertools
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import _common
@@ -29,9 +35,9 @@ from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
 from resnet_cli.config import PreprocessConfig, SplitConfig
-from resnet_cli.data.dataset import EpochBatchSampler, ManifestDataset, make_loader
+from resnet_cli.data.dataset import EpochBatchSampler, ImageCache, ManifestDataset, make_loader
 from resnet_cli.data.preprocess import imagenet_stats
-from resnet_cli.data.split import Manifest, make_split
+from resnet_cli.data.split import Manifest, make_split, read_manifest
 from resnet_cli.data.transforms import eval_transform, train_transform
 
 TARGET = 0.95
@@ -64,6 +70,46 @@ def loaders(manifest: Manifest, pre: PreprocessConfig, train: bool, workers: int
         return _common.timed(lambda: sum(len(y) for _, y in loader), torch.device("cpu"))
 
     return (lambda: one_pass(ours)), (lambda: one_pass(theirs))
+
+
+def cache_passes(manifest: Manifest, pre: PreprocessConfig, workers: int, batch: int):
+    """(cached, decoding) passes of the training loader over ``manifest``'s train part (epoch 2 onwards: epoch 1
+    is the warm-up), each returning images per second; and the seconds the cache took to fill."""
+    rows = manifest.part("train")
+    start = time.perf_counter()
+    cache = ImageCache(manifest.root, rows, pre.in_channels)
+    fill = time.perf_counter() - start
+
+    def one_side(cache: ImageCache | None):
+        dataset = ManifestDataset(manifest.root, rows, manifest.classes, train_transform(pre), pre.in_channels,
+                                  cache=cache)  # fmt: skip
+        sampler = EpochBatchSampler(len(dataset), batch, seed=0, shuffle=True)
+        loader = make_loader(dataset, sampler, workers, seed=0)
+        epochs = itertools.count(1)
+
+        def one_pass() -> float:
+            sampler.set_epoch(next(epochs))
+            return _common.timed(lambda: sum(len(y) for _, y in loader), torch.device("cpu"))
+
+        one_pass()  # epoch 1: worker start, page cache
+        return one_pass
+
+    return one_side(cache), one_side(None), fill
+
+
+def fashion_like(dest: Path, quick: bool) -> tuple[str, Path]:
+    """28 px greyscale PNGs: the real Fashion-MNIST (200 per class) where installed, else synthetic."""
+    if not quick:
+        from resnet_cli.data.sample import write_fashion_mnist
+        from resnet_cli.errors import DatasetError
+
+        try:
+            write_fashion_mnist(dest, per_class=200, workers=0)
+            return "Fashion-MNIST, 28 px PNG", dest
+        except DatasetError:
+            pass
+    _common.write_noise(dest, 100 if quick else 2000, 28, suffix=".png", classes=10)
+    return "synthetic, 28 px PNG", dest
 
 
 def plain_verify(root: Path) -> int:
@@ -108,6 +154,27 @@ def main(argv: list[str] | None = None) -> int:
         bench.table("loaders", ["images", "transform", "workers", "ours img/s", "ImageFolder img/s", "ratio", "spread"],
                     rows)  # fmt: skip
         bench.verdict(f"loader ours/ImageFolder (lowest of {len(rows)} rows)", min(float(r[5]) for r in rows), TARGET)
+
+        rows = []
+        digits8 = Path(tmp) / "digits8"
+        _common.write_digits_at(digits8, 8, per_class=10 if args.quick else None)
+        make_split(digits8, SplitConfig(val=0.2, seed=0))
+        label, fashion = fashion_like(Path(tmp) / "fashion", args.quick)
+        if not (fashion / "manifest.csv").exists():
+            make_split(fashion, SplitConfig(val=0.2, seed=0))
+        for name, root, side in (("digits, 8 px PNG", digits8, 8), (label, fashion, 28)):
+            manifest = read_manifest(root / "manifest.csv")
+            pre = PreprocessConfig(image_size=side, resize_size=side, in_channels=1, mean=mean, std=std, augment="crop")
+            for w in workers:
+                cached, decoding, fill = cache_passes(manifest, pre, w, args.batch_size)
+                result = _common.interleave({"cache": cached, "decode": decoding}, args.rounds)
+                ratio, spread = _common.compare(result["cache"], result["decode"])
+                rows.append([name, len(manifest.part("train")), w, statistics.median(result["cache"]),
+                             statistics.median(result["decode"]), f"{ratio:.2f}", spread, f"{fill:.2f}"])  # fmt: skip
+        bench.table("cache_images", ["images", "train images", "workers", "cache img/s", "decode img/s",
+                                     "cache/decode", "spread", "fill s"], rows)  # fmt: skip
+        bench.say("--cache-images, epoch-2 loader img/s cache/decode: "
+                  + "; ".join(f"{r[0]} (workers {r[2]}) {r[5]}x" for r in rows))  # fmt: skip
 
         count = _common.write_noise(split, 200 if args.quick else 10_000, 16, suffix=".png", classes=10)
         sides = {

@@ -182,6 +182,16 @@ class TrainConfig(_Dict):
     zero_init_residual: bool = option(False, "Zero-init each block's last BatchNorm.")
     seed: int = option(42, "Seed of initialisation, order and augmentation.")
     workers: int | None = option(None, WORKERS_HELP, short="-j")
+    cache_images: bool = option(
+        False,
+        "Keep the decoded images in RAM (decoded once, before the first epoch).",
+        flag="--cache-images/--no-cache-images",
+    )
+    decode: str = option(
+        "auto",
+        "Where JPEGs are decoded: cpu, gpu (CUDA, batched) or auto "
+        "(gpu when training on CUDA and the images are JPEG).",
+    )
     device: str = option("auto", "auto, cpu, cuda or cuda:N.")
     gpus: tuple[int, ...] = option((), "DataParallel over these CUDA devices, e.g. 0,1.")
     precision: str = option("auto", "auto, fp32, bf16 or fp16.")

@@ -91,6 +91,8 @@ def train(
     zero_init_residual: Annotated[bool, _opt("zero_init_residual")] = DEFAULTS.zero_init_residual,
     seed: Annotated[int, _opt("seed")] = DEFAULTS.seed,
     workers: Workers = None,
+    cache_images: Annotated[bool, _opt("cache_images")] = DEFAULTS.cache_images,
+    decode: Annotated[str, _opt("decode", autocompletion=complete_from("auto", "cpu", "gpu"))] = DEFAULTS.decode,
     device: Annotated[str, _opt("device")] = DEFAULTS.device,
     gpus: Annotated[str | None, _opt("gpus")] = None,  # "0,1"; the field holds (0, 1)
     precision: Annotated[str, _opt("precision", autocompletion=complete_from(*PRECISION_CHOICES))] = DEFAULTS.precision,
@@ -114,6 +116,7 @@ def train(
     from resnet_cli.config import read_train_options
     from resnet_cli.engine.callbacks import StopRequest
     from resnet_cli.engine.run_dir import latest_run_dir
+    from resnet_cli.engine.speed import default_cache_dir
     from resnet_cli.engine.train import default_run_dir, fit, resume_config
     from resnet_cli.errors import ConfigError
     from resnet_cli.models import canonical_arch
@@ -143,7 +146,8 @@ def train(
     stop = StopRequest()
     try:
         with _signals_to(stop):
-            result = fit(config, resume=resume, force=force, callbacks=[progress], stop=stop, dist=dist)
+            result = fit(config, resume=resume, force=force, callbacks=[progress], stop=stop, dist=dist,
+                         cache_dir=default_cache_dir(os.environ))  # fmt: skip
     finally:
         closer = getattr(progress, "close", None)
         if closer:

@@ -319,7 +319,7 @@ def choose_placement(
             :data:`PROBE_MAX_BATCH_CPU` images per batch on the CPU (``max_batch`` overrides, on any device).
         arch: names the network in the cache key: the architecture and anything else that changes its
             arithmetic (e.g. ``"resnet18/small-input"``).
-        cache_dir: folder of the cache file (default :func:`default_cache_dir`).
+        cache_dir: folder of the cache file (the command line passes :func:`default_cache_dir`); None: no cache.
         use_cache: False: neither read nor write the cache.
         rounds, steps, warmup: the budget: ``warmup`` untimed steps per candidate, then ``rounds`` rounds of
             ``steps`` timed steps of each candidate in turn; a candidate's speed is its best round.
@@ -439,9 +439,10 @@ def cache_key(
     }
 
 
-def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """``$RESNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/resnet-cli``, else ``~/.cache/resnet-cli``."""
-    env = os.environ if environ is None else environ
+def default_cache_dir(environ: Mapping[str, str]) -> Path:
+    """``$RESNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/resnet-cli``, else ``~/.cache/resnet-cli``, from ``environ``
+    (the command line passes ``os.environ``: the core itself never reads the environment)."""
+    env = environ
     if env.get("RESNET_CACHE_DIR"):
         return Path(env["RESNET_CACHE_DIR"]).expanduser()
     if env.get("XDG_CACHE_HOME"):
@@ -451,7 +452,7 @@ def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
 
 def _cache_file(cache_dir: str | os.PathLike[str] | None) -> Path | None:
     try:
-        return Path(cache_dir if cache_dir is not None else default_cache_dir()) / CACHE_NAME
+        return None if cache_dir is None else Path(cache_dir) / CACHE_NAME
     except RuntimeError:  # no home folder to find
         return None
 

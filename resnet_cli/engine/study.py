@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shlex
 import signal
 import subprocess
@@ -314,7 +313,7 @@ def run_study(
     """Train and evaluate every run of ``plan`` that is not done yet.
 
     Runs train one at a time, each in its own ``resnet train`` process; with ``gpus``, one run per GPU at a time
-    (``CUDA_VISIBLE_DEVICES`` names the GPU). A run that fails is reported and the others go on.
+    (``--device cuda:N``). A run that fails is reported and the others go on.
 
     Args:
         stop: a :class:`resnet_cli.engine.callbacks.StopRequest`; when set, the running trainings are asked to stop
@@ -383,13 +382,11 @@ def run_study(
                     "leftover": ["train", *run.train_args_full(), "--force"],
                     "pending": ["train", *run.train_args_full()],
                 }[status]
-                env = dict(os.environ)
                 slot = free[0]
-                if slot is not None:
-                    env["CUDA_VISIBLE_DEVICES"] = slot
+                device = ["--device", f"cuda:{slot}"] if slot is not None else []  # the last --device given wins
                 emit(StudyEvent("start", run, index, len(runs), status))
                 proc = subprocess.Popen(
-                    [*program, *args, "--quiet"], env=env, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
+                    [*program, *args, *device, "--quiet"], stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent
                 )
                 active[slot] = (proc, run, index, time.monotonic())
                 continue

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -25,7 +26,16 @@ import torch
 from torch import nn
 
 from resnet_cli.config import ModelConfig, PreprocessConfig, TrainConfig, resolve_workers
-from resnet_cli.data.dataset import EpochBatchSampler, ManifestDataset, compute_mean_std, make_loader
+from resnet_cli.data.dataset import (
+    EpochBatchSampler,
+    ImageCache,
+    ManifestDataset,
+    check_cache_fits,
+    compute_mean_std,
+    keep_list,
+    make_loader,
+)
+from resnet_cli.data.decode import BatchDecodeLoader, check_decode, resolve_decode
 from resnet_cli.data.split import Manifest, ManifestRow
 from resnet_cli.data.transforms import eval_transform, train_transform
 from resnet_cli.engine import distributed
@@ -132,6 +142,7 @@ def fit(
     stop: StopRequest | None = None,
     dist: DistInfo | None = None,
     progress: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train a ResNet on a manifest's train part, validating on its val part every epoch.
 
@@ -149,6 +160,8 @@ def fit(
         stop: set it (e.g. from a signal handler) to stop after the current step with a resumable checkpoint.
         dist: this process's place under torchrun.
         progress: also print plain progress lines on stderr (for notebooks and scripts).
+        cache_dir: where ``--precision auto`` keeps its measurements per machine (the command line passes the
+            user's cache folder, :func:`resnet_cli.engine.speed.default_cache_dir`); None: measure every time.
 
     Raises:
         ConfigError, DeviceError, DatasetError, CheckpointError, OutputExistsError, RunBusyError: bad input.
@@ -179,7 +192,7 @@ def fit(
     try:
         with contextlib.ExitStack() as hold:
             resolved = resolve_recipe(replace(config, arch=arch, out=str(run_dir)))
-            return _fit(resolved, resume, force, cb, stop, dist, placement, hold)
+            return _fit(resolved, resume, force, cb, stop, dist, placement, hold, cache_dir)
     finally:
         distributed.shutdown(dist)
 
@@ -193,6 +206,7 @@ def _fit(
     dist: DistInfo,
     placement: Placement,
     hold: contextlib.ExitStack,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     run_dir = Path(str(config.out))
     saved: dict[str, Any] | None = None
@@ -227,6 +241,8 @@ def _fit(
         vit_size = pre.image_size if family_of(config.arch) == "vit" else None  # position embeddings' grid
         model_config = ModelConfig(config.arch, len(manifest.classes), pre.in_channels, small, vit_size)
         stat_table = data_stat(manifest)
+    if config.cache_images:  # refused before the folder is touched, not after
+        check_cache_fits([*train_rows, *val_rows], pre.in_channels)
     for seed_rng in (random.seed, np.random.seed, torch.manual_seed):
         seed_rng(config.seed)
     if placement.device.type == "cuda":
@@ -237,7 +253,7 @@ def _fit(
         placement = replace(placement, precision=meta.precision,
                             channels_last=placement.channels_last if layout is None else bool(layout))  # fmt: skip
     elif config.precision == "auto" or config.channels_last is None:
-        probe = _probe(config, model_config, pre, placement, dist)
+        probe = _probe(config, model_config, pre, placement, dist, cache_dir)
         placement = replace(placement, precision=probe.precision, channels_last=probe.channels_last)
     model = build_model(
         config.arch, model_config.num_classes, model_config.in_channels, model_config.small_input,
@@ -281,7 +297,12 @@ def _fit(
 
 
 def _probe(
-    config: TrainConfig, model_config: ModelConfig, pre: PreprocessConfig, placement: Placement, dist: DistInfo
+    config: TrainConfig,
+    model_config: ModelConfig,
+    pre: PreprocessConfig,
+    placement: Placement,
+    dist: DistInfo,
+    cache_dir: str | os.PathLike[str] | None,
 ) -> ProbeResult:
     """``--precision auto`` and an unset ``--channels-last``, decided by timing the run's own network and batch
     shape (:func:`resnet_cli.engine.speed.choose_placement`, cached per machine). Under torchrun rank 0 decides
@@ -296,7 +317,7 @@ def _probe(
     shape = (config.batch_size, model_config.in_channels, pre.image_size, pre.image_size)
     name = model_config.arch + ("/small-input" if model_config.small_input else "")
     probe = choose_placement(build, shape, model_config.num_classes, placement.device, config.precision,
-                             config.channels_last, arch=name)  # fmt: skip
+                             config.channels_last, arch=name, cache_dir=cache_dir)  # fmt: skip
     if dist.enabled:
         codes = {"fp32": 0.0, "bf16": 1.0, "fp16": 2.0}
         mine = [codes[probe.precision], float(probe.channels_last)] if dist.is_main else [0.0, 0.0]
@@ -337,11 +358,22 @@ class _Run:
         # like val (eval mode, no augmentation), not the running averages over augmented batches.
         self.probe_rows = train_subset(train_rows, len(val_rows), seed)
 
+        # --cache-images: every image this process reads (train, val; the train subset is inside train) decoded
+        # once, here, before any worker is forked: the workers share the one tensor copy-on-write.
+        cache = None
+        if config.cache_images:
+            cache = ImageCache(manifest.root, [*train_rows, *val_rows], pre.in_channels, pre.background)
+        on_gpu = resolve_decode(config.decode, placement.device, train_rows, config.cache_images) == "gpu"
+
         def loader(rows: list[ManifestRow], train: bool, loader_seed: int) -> Any:
             transform = train_transform(pre) if train else eval_transform(pre)
-            dataset = ManifestDataset(manifest.root, rows, manifest.classes, transform, pre.in_channels, pre.background)
+            dataset = ManifestDataset(manifest.root, rows, manifest.classes, transform, pre.in_channels, pre.background,
+                                      cache=cache, raw=on_gpu)  # fmt: skip
             sampler = EpochBatchSampler(len(dataset), config.batch_size, seed, train, dist.rank, dist.world_size,
                                         train=train)  # fmt: skip
+            if on_gpu:  # workers read the files; this process decodes and transforms each batch on the GPU
+                raw = make_loader(dataset, sampler, workers, loader_seed, collate_fn=keep_list)
+                return BatchDecodeLoader(raw, transform, pre.in_channels, placement.device)
             return make_loader(dataset, sampler, workers, loader_seed, placement.device.type == "cuda")
 
         self.train_loader = loader(train_rows, True, seed)
@@ -612,6 +644,7 @@ def check_options(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    check_decode(config.decode, config.device, config.cache_images)
 
 
 def train_part(manifest: Manifest, config: TrainConfig) -> list[ManifestRow]:
