@@ -219,6 +219,13 @@ def test_ema_weights_are_used_by_eval_export_and_predict_unless_no_ema(small_spl
         assert run_cli("export", out, "--out", target, flag).returncode == 0
         exported = load_file(target)
         assert tensors_equal(exported, {k: v for k, v in best[key].items()})
+    # An export of the moving average holds no raw weights: --no-ema on it is refused, not silently ignored.
+    refused = run_cli("eval", tmp_path / "ema.safetensors", "--no-ema", "--no-save", "--split", "val")
+    assert refused.returncode == 2 and "holds only the moving average" in refused.stderr
+    # --init from the run starts from its weights of record, the moving average.
+    from resnet_cli.io.weights import read_state_dict
+
+    assert tensors_equal(read_state_dict(out / "best.pt"), best["ema"])
     image = next((small_split / "3").iterdir())
     first = json.loads(run_cli("predict", out, image, "--json").stdout)
     second = json.loads(run_cli("predict", out, image, "--json", "--no-ema").stdout)

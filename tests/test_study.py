@@ -148,6 +148,29 @@ def test_plan_changes_are_refused_but_more_seeds_are_added(small_split, tmp_path
     plan = json.loads((study / "study.json").read_text())
     assert plan["seeds"] == [0, 1] and plan["fractions"] == [0.5, 1.0] and len(plan["archs"]) == 2
     assert len(more.stdout.splitlines()) == 8
+    # A rerun that leaves out --seeds and --fractions keeps the study's, instead of growing the grid.
+    again = run_cli("study", study, "--data", small_split, "--arch", "18", "--arch", "vit-ti/4", "--print-commands",
+                    "--epochs", "1")  # fmt: skip
+    assert again.returncode == 0 and len(again.stdout.splitlines()) == 8
+    assert json.loads((study / "study.json").read_text())["seeds"] == [0, 1]
+
+
+def test_printed_lines_follow_each_runs_state(small_split, tmp_path):
+    study = tmp_path / "study"
+    args = ["study", study, "--data", small_split, "--arch", "18", "--seeds", "4", "--print-commands", "--epochs", "1"]
+    assert run_cli(*args).returncode == 0
+    runs = study / "runs"
+    (runs / "r18-f1-s1").mkdir(parents=True)
+    (runs / "r18-f1-s1" / "last.pt").write_bytes(b"")  # interrupted: resume it
+    (runs / "r18-f1-s2").mkdir()
+    (runs / "r18-f1-s2" / "config.json").write_text("{}")  # killed before its first checkpoint: start over
+    (runs / "r18-f1-s3").mkdir()
+    (runs / "r18-f1-s3" / "run.json").write_text("{}")  # trained, not evaluated: evaluate only
+    lines = run_cli(*args).stdout.splitlines()
+    assert lines[0].startswith("resnet train --data") and "--seed 0" in lines[0] and "--force" not in lines[0]
+    assert lines[1].startswith(f"resnet train --resume --out {runs / 'r18-f1-s1'} --quiet && resnet eval")
+    assert "--seed 2" in lines[2] and "--force --quiet && resnet eval" in lines[2]
+    assert lines[3] == f"resnet eval {runs / 'r18-f1-s3'} --split test --quiet"
 
 
 @pytest.mark.parametrize(

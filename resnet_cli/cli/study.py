@@ -59,10 +59,22 @@ def run(
             show_default=False,
         ),
     ] = None,
-    seeds: Annotated[str, typer.Option("--seeds", help="How many seeds (3: seeds 0, 1, 2), or a list (0,1,2).")] = "3",
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            "--seeds",
+            help="How many seeds (3: seeds 0, 1, 2), or a list (0,1,2) [default: 3, or the study's on a rerun].",
+            show_default=False,
+        ),
+    ] = None,
     fractions: Annotated[
-        str, typer.Option("--fractions", help="Train fractions, nested and stratified, e.g. 0.1,0.3,1.0.")
-    ] = "1.0",
+        str | None,
+        typer.Option(
+            "--fractions",
+            help="Train fractions, nested and stratified, e.g. 0.1,0.3,1 [default: 1, or the study's on a rerun].",
+            show_default=False,
+        ),
+    ] = None,
     gpus: Annotated[
         str | None,
         typer.Option(
@@ -106,18 +118,20 @@ def run(
     if len({s.label for s in specs}) != len(specs):
         raise ConfigError("each --arch may appear once (with its overrides)")
     train_args = list(ctx.args)
+    old = read_plan(study_dir)  # a rerun that leaves out --seeds or --fractions keeps the study's
     plan = StudyPlan(
-        str(data.resolve()), str(manifest.resolve()) if manifest else None, specs, parse_seeds(seeds),
-        parse_fractions(fractions), train_args,
+        str(data.resolve()), str(manifest.resolve()) if manifest else None, specs,
+        parse_seeds(seeds) if seeds else (old.seeds if old else parse_seeds("3")),
+        parse_fractions(fractions) if fractions else (old.fractions if old else [1.0]), train_args,
     )  # fmt: skip
     _check_train_args(plan, study_dir)
     check_runnable(plan)
     gpu_ids = _gpus(gpus)
-    plan = merge_plan(read_plan(study_dir), plan, study_dir)
+    plan = merge_plan(old, plan, study_dir)
     if print_commands:
         for planned in plan.runs(study_dir):
-            if run_status(planned, plan.eval_split) != "done":
-                typer.echo(planned.shell_line(plan.eval_split))
+            if run_status(planned, plan.eval_split) != "done":  # pending, interrupted, leftover or trained
+                typer.echo(planned.shell_line(plan.eval_split, run_status(planned, plan.eval_split)))
         write_plan(study_dir, plan)
         return
     write_plan(study_dir, plan)

@@ -157,10 +157,18 @@ class PlannedRun:
     def train_command(self, program: Sequence[str] = ("resnet",)) -> list[str]:
         return [*program, "train", *self.train_args_full()]
 
-    def shell_line(self, split: str) -> str:
-        """The self-contained line ``--print-commands`` prints: train, then evaluate."""
-        train = shlex.join(self.train_command())
-        return f"{train} --quiet && {shlex.join(['resnet', 'eval', str(self.folder), '--split', split, '--quiet'])}"
+    def shell_line(self, split: str, status: str = "pending") -> str:
+        """The self-contained line ``--print-commands`` prints for a run in ``status`` (:func:`run_status`): train
+        (resume an interrupted run, start over after a start killed before its first checkpoint), then evaluate;
+        a trained run only needs its evaluation."""
+        evaluate = shlex.join(["resnet", "eval", str(self.folder), "--split", split, "--quiet"])
+        if status == "trained":
+            return evaluate
+        train = {
+            "interrupted": ["resnet", "train", "--resume", "--out", str(self.folder)],
+            "leftover": [*self.train_command(), "--force"],
+        }.get(status, self.train_command())
+        return f"{shlex.join(train)} --quiet && {evaluate}"
 
 
 @dataclass
@@ -236,8 +244,12 @@ def read_plan(study_dir: Path) -> StudyPlan | None:
 def merge_plan(old: StudyPlan | None, new: StudyPlan, study_dir: Path) -> StudyPlan:
     """The plan to run: ``new`` when there was none; the union when ``new`` only adds seeds, fractions or archs.
 
+    An architecture with other overrides (``vit-s/4:lr=1e-3`` beside ``vit-s/4``) is another member of the grid,
+    so it is an addition too. Training options are compared as given (the same options in another order are a
+    change).
+
     Raises:
-        ConfigError: the data, manifest, training options or an existing architecture's overrides changed.
+        ConfigError: the data, manifest or training options changed.
     """
     if old is None:
         return new
@@ -341,7 +353,7 @@ def run_study(
             emit(StudyEvent("fail", run, index, len(runs), f"resnet train exited {code}", time.monotonic() - started))
             return
         try:
-            detail = _evaluate(run, plan.eval_split)
+            detail = _evaluate(run, plan.eval_split, slot)
         except ResnetError as exc:
             result.failed.append(run.name)
             emit(StudyEvent("fail", run, index, len(runs), f"eval: {exc}", time.monotonic() - started))
@@ -370,7 +382,7 @@ def run_study(
                 if status == "trained":
                     started = time.monotonic()
                     try:
-                        detail = _evaluate(run, plan.eval_split)
+                        detail = _evaluate(run, plan.eval_split, free[0])
                         result.ran += 1
                         emit(StudyEvent("finish", run, index, len(runs), detail, time.monotonic() - started))
                     except ResnetError as exc:
@@ -423,10 +435,11 @@ def _die_with_parent() -> None:
         pass  # not Linux: the run goes on and the rerun waits for its lock
 
 
-def _evaluate(run: PlannedRun, split: str) -> str:
+def _evaluate(run: PlannedRun, split: str, gpu: str | None = None) -> str:
+    """Evaluate a trained run in this process (on the GPU its training used, with --gpus)."""
     from resnet_cli.engine.evaluate import evaluate
 
-    report = evaluate(run.folder, split=split, force=True)
+    report = evaluate(run.folder, split=split, force=True, device=f"cuda:{gpu}" if gpu is not None else "auto")
     return f"{split} accuracy {report.top1:.2%}"
 
 

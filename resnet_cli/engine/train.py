@@ -87,7 +87,7 @@ from resnet_cli.errors import CheckpointError, ConfigError, DatasetError, Interr
 from resnet_cli.fs import atomic_write_bytes, atomic_write_text, record_owned, remove_stale_temporaries, run_lock
 from resnet_cli.io.checkpoint import read_project_checkpoint, save_checkpoint
 from resnet_cli.io.history import HISTORY_NAME, EpochRecord, write_history
-from resnet_cli.io.weights import adapt_state_dict, read_state_dict
+from resnet_cli.io.weights import adapt_state_dict, read_run_config, read_state_dict
 from resnet_cli.models import build_model, canonical_arch, family_of, run_name
 
 __all__ = ["TrainResult", "default_run_dir", "fit", "resume_config", "train_subset"]
@@ -287,6 +287,10 @@ def _fit(
         if probe is not None:
             run.run_config["precision_probe"] = probe.to_dict()
             cb.on_message(f"precision: {probe.describe()}")
+        elif saved is not None:  # config.json is written again on resume: keep what the run's probe measured
+            earlier = (read_run_config(run_dir) or {}).get("precision_probe")
+            if earlier is not None:
+                run.run_config["precision_probe"] = earlier
         for note in init_notes:
             cb.on_message(f"--init {config.init}: {note}")
         return run.train()
@@ -408,6 +412,7 @@ class _Run:
             in_channels=pre.in_channels, small_input=model_config.small_input,
             augment=pre.augment, workers=workers, precision=placement.precision, manifest=str(manifest.path.resolve()),
             channels_last=placement.channels_last, data=str(manifest.root.resolve()), gpus=tuple(placement.gpus),
+            decode="gpu" if on_gpu else "cpu",
         )  # fmt: skip
         self.meta = RunMeta(model_config, list(manifest.classes), pre, resolved, placement.precision,
                             manifest.csv_sha256, fingerprint)  # fmt: skip

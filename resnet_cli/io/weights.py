@@ -173,6 +173,11 @@ def load_weights(target: str | os.PathLike[str], ema: bool = True) -> LoadedWeig
                 "'resnet export', or pass it to 'resnet train --init' to fine-tune from it"
             )
         model_config, classes, preprocess = config_from_metadata(meta, path)
+        if not ema and meta.get("ema") == "true":
+            raise CheckpointError(
+                f"{path} holds only the moving average of the weights (exported from an --ema run): for the raw "
+                "weights use the run folder or its best.pt with --no-ema, or export again with --no-ema"
+            )
         check_weights(path, model_config, classes, preprocess, state)
         return LoadedWeights(
             path, "safetensors", model_config, classes, preprocess, state, file_sha256(path), run_dir, None, meta, note,
@@ -460,7 +465,8 @@ def read_state_dict(path: str | os.PathLike[str], expected_parameters: int | Non
         data = load_checkpoint(path, expected_parameters=expected_parameters)
         state = data
         if isinstance(data, dict):
-            for key in ("model", "state_dict", "model_state_dict", "model_ema"):
+            # Our own checkpoints of an --ema run: the moving average, the weights of record (as eval uses).
+            for key in ("ema", "model", "state_dict", "model_state_dict", "model_ema"):
                 if isinstance(data.get(key), dict):
                     state = data[key]
                     break
@@ -515,7 +521,13 @@ def adapt_state_dict(state: dict[str, torch.Tensor], model: nn.Module, source: s
             from resnet_cli.models.vit import resize_pos_embedding
 
             image_size, patch_size = int(getattr(model, "image_size")), int(getattr(model, "patch_size"))  # noqa: B009
-            adapted[key] = resize_pos_embedding({key: value}, image_size, patch_size)[key]
+            try:
+                adapted[key] = resize_pos_embedding({key: value}, image_size, patch_size)[key]
+            except ValueError as exc:  # a grid torchvision cannot interpolate (not square, or batched)
+                raise CheckpointError(
+                    f"{source}: cannot interpolate its position embeddings {tuple(value.shape)} to {tuple(want)} "
+                    f"({_first_line(exc)}): choose weights of a square ViT"
+                ) from None
             notes.append(f"position embeddings interpolated from {value.shape[1] - 1} to {want[1] - 1} patches")
         elif key == "conv1.weight":
             notes.append(f"first convolution left out: {tuple(value.shape)} does not fit {tuple(want)} (another stem)")
