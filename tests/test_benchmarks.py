@@ -37,6 +37,7 @@ def run_bench(name: str, *args: str) -> subprocess.CompletedProcess:
         ("evaluate", r"evaluate/bare \(lowest of \d+\) \d+\.\d{3} \(target >= 0\.95\)"),
         ("study", r"study/by-hand \d+\.\d{3} \(target >= 0\.98\): (met|NOT met)"),
         ("precision", r"precision auto/fastest \(lowest of 1 archs\) \d+\.\d{3} \(target >= 0\.95\): (met|NOT met)"),
+        ("vs_timm", r"wall timm/ours: not measured \(quick run without --timm-train: our side only\)"),
     ],
 )
 def test_each_benchmark_runs_quick_and_prints_its_verdict(name: str, verdict: str) -> None:
@@ -49,6 +50,9 @@ def test_each_benchmark_runs_quick_and_prints_its_verdict(name: str, verdict: st
         assert "make_split of 200 16 px PNGs" in result.stdout
         assert re.search(r"--cache-images, epoch-2 loader img/s cache/decode: digits, 8 px PNG \(workers 0\) "
                          r"\d+\.\d\dx; synthetic, 28 px PNG \(workers 0\) \d+\.\d\dx", result.stdout)  # fmt: skip
+    if name == "vs_timm":  # our whole run, timed from launch to exit, and the timm command it would run beside it
+        assert re.search(r"\| ours \| \d+\.\d \|", result.stdout)
+        assert "train.py --data-dir" in result.stdout and "--model resnet18" in result.stdout
 
 
 def test_models_benchmark_with_json_prints_one_document_with_its_verdict() -> None:

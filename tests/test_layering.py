@@ -121,7 +121,12 @@ def test_no_module_imports_a_higher_layer():
 
 def test_io_reads_files_and_decodes_no_images():
     # Running a network on decoded images (export's parity check) is an engine operation, not a file format.
-    decoding = ("resnet_cli.data.dataset", "resnet_cli.data.decode", "resnet_cli.data.images", "resnet_cli.data.transforms")
+    decoding = (
+        "resnet_cli.data.dataset",
+        "resnet_cli.data.decode",
+        "resnet_cli.data.images",
+        "resnet_cli.data.transforms",
+    )
     found = [
         f"{path.name}:{line}: {target}"
         for path in sorted((PACKAGE / "io").glob("*.py"))

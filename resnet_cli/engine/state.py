@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import platform
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -220,23 +220,34 @@ def checkpoint(
     state: TrainState, meta: RunMeta, loader: LoaderPosition, generator: torch.Generator, *, full: bool
 ) -> dict[str, Any]:
     """The payload of ``last.pt`` (``full``: everything a bit-exact resume needs) or ``best.pt`` (weights and
-    metadata only)."""
+    metadata only: :func:`summary_of` the full payload)."""
+    trained = state.state_dict() if full else None  # its weights serve both parts: one copy off the device
     summary = {
         **meta.to_dict(),
-        "model": state.weights(),
-        "ema": state.ema_weights(),
+        "model": trained["model"] if trained else state.weights(),
+        "ema": trained["ema"] if trained else state.ema_weights(),
         "epoch": state.epoch,
         "best": state.best.to_dict(),
         "versions": versions(),
     }
-    if not full:
+    if trained is None:
         return summary
     return {
         **summary,
-        **state.state_dict(),
+        **trained,
         "rng": {**rng_state(), "loader_generator": generator.get_state()},
         "loader": loader.to_dict(state),
     }
+
+
+#: The keys of ``best.pt``: the run's metadata (:class:`RunMeta`) and the weights of record.
+SUMMARY_KEYS = (*(f.name for f in fields(RunMeta)), "model", "ema", "epoch", "best", "versions")
+
+
+def summary_of(payload: dict[str, Any]) -> dict[str, Any]:
+    """``best.pt``'s payload taken from ``last.pt``'s (:func:`checkpoint` with ``full``), sharing its tensors, so
+    an epoch that writes both copies the weights off the device once."""
+    return {key: payload[key] for key in SUMMARY_KEYS}
 
 
 def restore_rng(payload: dict[str, Any], generator: torch.Generator) -> None:

@@ -82,6 +82,7 @@ from resnet_cli.engine.state import (
     checkpoint,
     read_run_meta,
     restore_rng,
+    summary_of,
 )
 from resnet_cli.errors import CheckpointError, ConfigError, DatasetError, Interrupted, ResnetError, RunFailedError
 from resnet_cli.fs import atomic_write_bytes, atomic_write_text, record_owned, remove_stale_temporaries, run_lock
@@ -360,7 +361,10 @@ class _Run:
             pre = replace(pre, mean=mean, std=std)
         # The honest side of the generalisation gap: a fixed, stratified train subset as large as val, measured
         # like val (eval mode, no augmentation), not the running averages over augmented batches.
-        self.probe_rows = train_subset(train_rows, len(val_rows), seed)
+        method = "nested"
+        if saved is not None:  # a run keeps the subset it started with
+            method = ((read_run_config(run_dir) or {}).get("train_subset") or {}).get("method", "sklearn")
+        self.probe_rows = train_subset(train_rows, len(val_rows), seed, method)
 
         # --cache-images: every image this process reads (train, val; the train subset is inside train) decoded
         # once, here, before any worker is forked: the workers share the one tensor copy-on-write.
@@ -418,7 +422,7 @@ class _Run:
                             manifest.csv_sha256, fingerprint)  # fmt: skip
         self.position = LoaderPosition(seed, dist.world_size, config.batch_size)
         self.run_config = run_config(resolved, model_config, pre, manifest, fingerprint, placement, dist)
-        self.run_config["train_subset"] = {"images": len(self.probe_rows), "seed": seed}
+        self.run_config["train_subset"] = {"images": len(self.probe_rows), "seed": seed, "method": method}
         self.run_config["train_images"] = len(train_rows)  # the whole train part, or its --train-fraction
         # `local` runs this process's forward (over its GPUs with DataParallel) and validates; DDP wraps it for
         # training only, so validation never enters DDP's collectives (a rank may hold no validation images).
@@ -583,9 +587,10 @@ class _Run:
                 f"the weights blew up at {where} (largest magnitude {largest:.3g}): the run diverged; {self._kept()}: "
                 f"lower --lr (it is {state.lr:.3g}) or use --precision fp32"
             )
-        generator = self.train_loader.generator
-        for name, full in (("best.pt", False), ("last.pt", True)) if best else (("last.pt", True),):
-            save_checkpoint(self.run_dir / name, checkpoint(state, self.meta, self.position, generator, full=full))
+        last = checkpoint(state, self.meta, self.position, self.train_loader.generator, full=True)
+        if best:  # best.pt shares last.pt's tensors: the weights come off the device once per epoch
+            save_checkpoint(self.run_dir / "best.pt", summary_of(last))
+        save_checkpoint(self.run_dir / "last.pt", last)
         self.kept = (state.epoch, state.step)
 
     def _kept(self) -> str:
@@ -684,11 +689,18 @@ def record_figures(record: EpochRecord) -> tuple[float, float]:
     return record.val_loss, record.val_acc
 
 
-def train_subset(rows: Sequence[ManifestRow], size: int, seed: int) -> list[ManifestRow]:
-    """A fixed, seeded subset of ``rows`` of ``size`` images, stratified by class where the classes allow it."""
+def train_subset(rows: Sequence[ManifestRow], size: int, seed: int, method: str = "nested") -> list[ManifestRow]:
+    """A fixed, seeded subset of about ``size`` of ``rows``, stratified by class.
+
+    ``method`` "nested" is :func:`nested_fraction` at ``size / len(rows)`` (per-class rounding may move the size by
+    a few images); "sklearn" is scikit-learn's ``train_test_split``, what runs started before 0.2's study support
+    used, kept so that such a run resumes with the subset it began with.
+    """
     rows = list(rows)
     if size >= len(rows):
         return rows
+    if method == "nested":
+        return nested_fraction(rows, size / len(rows), seed)
     from sklearn.model_selection import train_test_split
 
     indices, labels = list(range(len(rows))), [r.label for r in rows]

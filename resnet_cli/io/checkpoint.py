@@ -17,13 +17,13 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
 
 from resnet_cli.errors import CheckpointError, RunFailedError
-from resnet_cli.fs import atomic_write_bytes, special_file_kind
+from resnet_cli.fs import atomic_write_with, special_file_kind
 
 FORMAT = "resnet-cli checkpoint"
 VERSION = 1
@@ -60,13 +60,30 @@ def clean_state_dict(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
-    """Names of floating-point tensors holding NaN or infinity."""
-    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    """Names of floating-point tensors holding NaN or infinity.
+
+    A NaN or infinity anywhere makes a tensor's sum NaN or infinite, so one sum per tensor (a single pass, no
+    mask) clears the usual all-finite state; only a tensor whose sum is not finite (NaN, infinity, or finite
+    values that overflow the sum) is checked element by element. One host read per device.
+    """
+    floats = [(k, v.detach()) for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()]
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for key, value in floats:
+        by_device.setdefault(value.device, []).append((key, value))
+    suspects: set[str] = set()
+    for items in by_device.values():
+        sums = torch.stack(
+            [v.sum(dtype=torch.float64 if v.dtype == torch.float64 else torch.float32) for _, v in items]
+        )
+        suspects.update(key for (key, _), finite in zip(items, sums.isfinite().tolist(), strict=True) if not finite)
+    return [k for k, v in floats if k in suspects and not bool(torch.isfinite(v).all())]
 
 
 def save_checkpoint(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], payload: dict[str, Any]) -> None:
-    """Serialise once in memory, then write each path atomically, in order: a failed write leaves the previous
-    file intact.
+    """Write the checkpoint to each path atomically, in order: a failed write leaves the previous file intact.
+
+    One path (the usual case) is serialised straight into its temporary file; several are serialised once in
+    memory and the same bytes written to each.
 
     Raises:
         RunFailedError: non-finite weights (the previous checkpoints are kept) or a failed write.
@@ -78,10 +95,30 @@ def save_checkpoint(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[s
             f"refusing to write {targets[-1]}: the weights hold NaN or infinity ({bad[0]}); the previous checkpoint "
             "is intact: lower --lr or use --precision fp32"
         )
+    document = {"format": FORMAT, "version": VERSION, **payload}
+    if len(targets) == 1:
+        # No in-memory copy: a ResNet-50's last.pt with AdamW's moments is ~300 MB, written on every epoch.
+        atomic_write_with(targets[0], lambda handle: _save_into(document, handle))
+        return
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
+    torch.save(document, buffer)
+
+    def write(handle: IO[bytes]) -> None:
+        handle.write(buffer.getbuffer())
+
     for path in targets:
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_with(path, write)
+
+
+def _save_into(document: dict[str, Any], handle: IO[bytes]) -> None:
+    try:
+        torch.save(document, handle)
+    except RuntimeError as exc:
+        # After a failed write (full disk), torch's zip writer fails again while closing and raises that instead:
+        # give the caller the OSError, which names the cause.
+        if isinstance(exc.__context__, OSError):
+            raise exc.__context__ from None
+        raise
 
 
 #: The most bytes a checkpoint may declare for its contents, whatever the file: ResNet-152 with 100,000
