@@ -33,6 +33,11 @@ _NOT_PASSED = {
 class _DefaultToRun(TyperGroup):
     """``resnet study STUDY_DIR ...`` means ``resnet study run STUDY_DIR ...``; ``report`` is the other command."""
 
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from resnet_cli.cli.app import _format_help  # the app has finished importing by the time help is shown
+
+        _format_help(super().format_help, ctx, formatter)
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
             args = ["run", *args]
@@ -53,6 +58,7 @@ def run(
         typer.Option(
             "--arch",
             "-a",
+            metavar="ARCH",
             help="An architecture of the grid (repeat it); ARCH:key=value,... records per-architecture overrides, "
             "e.g. vit-s/4:lr=5e-4.",
             autocompletion=complete_from(*ARCH_CHOICES),
@@ -63,6 +69,7 @@ def run(
         str | None,
         typer.Option(
             "--seeds",
+            metavar="N|LIST",
             help="How many seeds (3: seeds 0, 1, 2), or a list (0,1,2) [default: 3, or the study's on a rerun].",
             show_default=False,
         ),
@@ -71,6 +78,7 @@ def run(
         str | None,
         typer.Option(
             "--fractions",
+            metavar="LIST",
             help="Train fractions, nested and stratified, e.g. 0.1,0.3,1 [default: 1, or the study's on a rerun].",
             show_default=False,
         ),
@@ -78,7 +86,10 @@ def run(
     gpus: Annotated[
         str | None,
         typer.Option(
-            "--gpus", help="Run one run per GPU at a time on these CUDA devices, e.g. 0,1,2,3.", show_default=False
+            "--gpus",
+            metavar="IDS",
+            help="Run one run per GPU at a time on these CUDA devices, e.g. 0,1,2,3.",
+            show_default=False,
         ),
     ] = None,
     print_commands: Annotated[
