@@ -163,7 +163,7 @@ def test_policies_are_seeded_per_sample_and_change_images(policy):
 @pytest.mark.slow
 @pytest.mark.parametrize(("arch", "extra"), [("18", ["--optimizer", "sgd"]), ("vit-ti/2", [])])
 def test_sigkill_with_every_recipe_option_then_resume_is_bit_exact(small_split, tmp_path, arch, extra):
-    args = ["--data", small_split, "--arch", arch, *TINY, "--epochs", "3", *ALL_ON, *extra]
+    args = ["--data", small_split, "--arch", arch, *TINY, "--epochs", "2", *ALL_ON, *extra]
     reference = tmp_path / "reference"
     proc = run_cli("train", *args, "--out", reference)
     assert proc.returncode == 0, proc.stderr
