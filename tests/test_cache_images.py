@@ -27,24 +27,9 @@ from resnet_cli.data.transforms import eval_transform, train_transform
 from resnet_cli.errors import ConfigError, DatasetError
 from tests.conftest import run_cli
 from tests.images import write_jpeg, write_png
+from tests.test_train import one_error_line, same_weights
 
 FAST = ["--arch", "18", "--batch-size", "16", "--workers", "0", "--max-steps", "2"]
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def same_weights(a: Path, b: Path) -> bool:
-    sa, sb = load(a)["model"], load(b)["model"]
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def one_error_line(proc) -> str:
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    return lines[0]
 
 
 def write_rotated_jpeg(path: Path, seed: int) -> Path:
