@@ -373,6 +373,23 @@ def test_out_of_memory_gives_advice_and_leaves_a_coherent_folder(small_split, tm
     assert not out.exists()  # nothing half-made: the same command with a smaller batch starts cleanly
 
 
+@pytest.mark.parametrize(
+    "failure",
+    [
+        MemoryError(),  # what torch raises when a C++ allocation (std::bad_alloc) fails, as in some CPU kernels
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ],
+)
+def test_every_kind_of_allocation_failure_becomes_the_batch_size_advice(failure):
+    from resnet_cli.engine.loop import OutOfMemory, as_out_of_memory
+
+    translated = as_out_of_memory(failure, 3, 7)
+    assert isinstance(translated, OutOfMemory) and (translated.epoch, translated.step) == (3, 7)
+    other = RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+    assert as_out_of_memory(other, 3, 7) is other  # a real bug keeps its own message
+
+
 def test_python_callers_are_told_argument_names_not_flags(small_split, tmp_path):
     from resnet_cli.errors import OutputExistsError
 

@@ -33,7 +33,7 @@ class Diverged(Exception):
 
 
 class OutOfMemory(Exception):
-    """A training step ran out of memory at ``epoch``, ``step``."""
+    """A training step ran out of memory at ``epoch``, ``step``; step 0 is the epoch's validation."""
 
     def __init__(self, epoch: int, step: int, detail: str) -> None:
         super().__init__(detail)
@@ -79,19 +79,26 @@ def train_one_epoch(
     sums = state.sums
     step.net.train()
     tick = time.perf_counter()
-    for x, y in loader:
+    batches = iter(loader)
+    while True:
+        try:  # decoding and stacking a batch can run out of memory as well as the step
+            x, y = next(batches)
+        except StopIteration:
+            break
+        except (RuntimeError, MemoryError) as exc:
+            raise as_out_of_memory(exc, epoch, state.step + 1) from None
         state.step += 1
-        x = to_device(x, step.placement)
-        y = y.to(step.placement.device, non_blocking=True)
-        target = y
-        if step.mix is not None:  # soft targets; accuracy counts the label with the larger share of each image
-            x, target = step.mix(x, y)
-            y = target.argmax(1)
         try:
+            x = to_device(x, step.placement)
+            y = y.to(step.placement.device, non_blocking=True)
+            target = y
+            if step.mix is not None:  # soft targets; accuracy counts the label with the larger share of each image
+                x, target = step.mix(x, y)
+                y = target.argmax(1)
             logits = step.net(x)
             loss = step.criterion(logits.float(), target)
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            raise _as_out_of_memory(exc, epoch, state.step) from None
+        except (RuntimeError, MemoryError) as exc:  # torch turns a failed C++ allocation into MemoryError
+            raise as_out_of_memory(exc, epoch, state.step) from None
         with torch.no_grad():
             # History reports plain cross-entropy (against the mixed targets under MixUp/CutMix); the optimiser
             # still minimises the smoothed loss.
@@ -109,8 +116,8 @@ def train_one_epoch(
         state.optimizer.zero_grad(set_to_none=True)
         try:
             state.scaler.scale(loss).backward()
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            raise _as_out_of_memory(exc, epoch, state.step) from None
+        except (RuntimeError, MemoryError) as exc:  # torch turns a failed C++ allocation into MemoryError
+            raise as_out_of_memory(exc, epoch, state.step) from None
         if step.clip_grad:
             state.scaler.unscale_(state.optimizer)
             nn.utils.clip_grad_norm_(state.model.parameters(), step.clip_grad)
@@ -157,8 +164,13 @@ def validate(
     return loss_sum, correct, seen
 
 
-def _as_out_of_memory(exc: BaseException, epoch: int, step: int) -> BaseException:
+def as_out_of_memory(exc: BaseException, epoch: int, step: int) -> BaseException:
+    """:class:`OutOfMemory` when ``exc`` is an allocation failure, else ``exc`` itself."""
     text = str(exc)
-    if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+    if (
+        isinstance(exc, (torch.OutOfMemoryError, MemoryError))
+        or "can't allocate memory" in text
+        or ("out of memory" in text.lower())
+    ):
         return OutOfMemory(epoch, step, text.splitlines()[0] if text else type(exc).__name__)
     return exc

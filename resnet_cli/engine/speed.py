@@ -362,7 +362,7 @@ def choose_placement(
                     found = measure(model, shape, num_classes, device, *candidate, train=True, steps=steps,
                                     warmup=warmup if round_ == 0 else 0, timer=timer)  # fmt: skip
                     rates[candidate] = max(rates.get(candidate, 0.0), found.images_per_s)
-                except RuntimeError as exc:  # out of memory, an operation this precision lacks: not a candidate
+                except (RuntimeError, MemoryError) as exc:  # out of memory, an operation it lacks: not a candidate
                     notes[candidate] = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
                     rates.pop(candidate, None)
                     if device.type == "cuda":

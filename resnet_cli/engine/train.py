@@ -44,7 +44,7 @@ from resnet_cli.engine.device import Placement, resolve_channels_last, resolve_d
 from resnet_cli.engine.distributed import DistInfo
 from resnet_cli.engine.early_stopping import EarlyStopping
 from resnet_cli.engine.inference import AutocastForward
-from resnet_cli.engine.loop import Diverged, OutOfMemory, Step, train_one_epoch, validate
+from resnet_cli.engine.loop import Diverged, OutOfMemory, Step, as_out_of_memory, train_one_epoch, validate
 from resnet_cli.engine.recipe import (
     check_recipe,
     describe_recipe,
@@ -531,9 +531,19 @@ class _Run:
                 self._interrupt(epoch, epoch_start)
         sums.epoch_time = time.perf_counter() - epoch_start
         self.cb.on_validation_start(epoch, len(self.val_loader))
-        val = validate(self.local, self.val_loader, self.placement, self.cb, self.stop)
-        probe = validate(self.local, self.probe_loader, self.placement, None, self.stop)
-        ema = validate(self.ema_forward, self.val_loader, self.placement, None, self.stop) if self.ema_forward else None
+        try:
+            val = validate(self.local, self.val_loader, self.placement, self.cb, self.stop)
+            probe = validate(self.local, self.probe_loader, self.placement, None, self.stop)
+            ema = (
+                validate(self.ema_forward, self.val_loader, self.placement, None, self.stop)
+                if self.ema_forward
+                else None
+            )
+        except (RuntimeError, MemoryError) as exc:
+            failure = as_out_of_memory(exc, epoch, 0)
+            if isinstance(failure, OutOfMemory):
+                raise self._out_of_memory(failure) from None
+            raise
         if distributed.any_rank([self.stop.requested], self.dist, self.placement.device)[0]:
             self._interrupt(epoch, epoch_start)  # the epoch's training is complete; resuming re-runs validation
         loss_sum, correct, seen, probe_loss, probe_correct, probe_seen, ema_loss, ema_correct, *train = (
@@ -602,6 +612,7 @@ class _Run:
 
     def _out_of_memory(self, exc: OutOfMemory) -> RunFailedError:
         batch = self.config.batch_size
+        where = f"at epoch {exc.epoch}, step {exc.step}" if exc.step else f"validating epoch {exc.epoch}"
         if self.kept is not None and (self.run_dir / "last.pt").exists():
             # The batch size cannot change on resume (the data order depends on it): start over instead.
             then = (f"{self._kept()}; start over with 'resnet train --force --out {self.run_dir} --batch-size "
@@ -609,7 +620,7 @@ class _Run:
         else:
             then = f"nothing was kept; run again with --batch-size {max(1, batch // 2)}"
         return RunFailedError(
-            f"out of memory at epoch {exc.epoch}, step {exc.step} with --batch-size {batch} and --image-size "
+            f"out of memory {where} with --batch-size {batch} and --image-size "
             f"{self.meta.preprocess.image_size} on {self.placement.device}: {then}, or use a smaller --image-size "
             "or --arch"
         )
