@@ -114,17 +114,17 @@ def train_one_epoch(
         if bad:
             raise Diverged(epoch, state.step, loss_value)
         state.optimizer.zero_grad(set_to_none=True)
-        try:
+        try:  # the first optimiser step allocates its moments, the first EMA update its copy
             state.scaler.scale(loss).backward()
+            if step.clip_grad:
+                state.scaler.unscale_(state.optimizer)
+                nn.utils.clip_grad_norm_(state.model.parameters(), step.clip_grad)
+            state.scaler.step(state.optimizer)
+            state.scaler.update()
+            if state.ema is not None:
+                state.ema.update_parameters(state.model)
         except (RuntimeError, MemoryError) as exc:  # torch turns a failed C++ allocation into MemoryError
             raise as_out_of_memory(exc, epoch, state.step) from None
-        if step.clip_grad:
-            state.scaler.unscale_(state.optimizer)
-            nn.utils.clip_grad_norm_(state.model.parameters(), step.clip_grad)
-        state.scaler.step(state.optimizer)
-        state.scaler.update()
-        if state.ema is not None:
-            state.ema.update_parameters(state.model)
         sums.seen += len(y)
         now = time.perf_counter()
         sums.train_time += now - tick
