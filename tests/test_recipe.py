@@ -211,6 +211,13 @@ def test_ema_weights_are_used_by_eval_export_and_predict_unless_no_ema(small_spl
     assert with_ema["loss"] != raw["loss"]
     # The run's best val loss is the moving average's (the weights of record), which eval reproduces.
     assert with_ema["loss"] == pytest.approx(json.loads((out / "run.json").read_text())["best_val_loss"], rel=1e-5)
+    # Saved reports: the raw weights get their own files, so the report of record (what a study reads) stays.
+    assert run_cli("eval", out, "--split", "val").returncode == 0
+    of_record = (out / "eval-val.json").read_bytes()
+    assert run_cli("eval", out, "--split", "val", "--no-ema").returncode == 0
+    assert (out / "eval-val.json").read_bytes() == of_record
+    assert json.loads((out / "eval-val-raw.json").read_text())["loss"] == pytest.approx(raw["loss"], rel=1e-6)
+    assert (out / "predictions-val-raw.csv").is_file()
 
     from safetensors.torch import load_file
 

@@ -128,7 +128,9 @@ def evaluate(
         precision: ``auto`` evaluates in the precision the weights were trained in, where this device can.
         workers: data-loading processes; ``None`` chooses as :func:`resnet_cli.config.resolve_workers` does.
         save: write ``eval-<split>.json`` and ``predictions-<split>.csv`` beside the weights (under the run
-            folder's lock; earlier reports the tool wrote are replaced, a user's files need ``force``).
+            folder's lock; earlier reports the tool wrote are replaced, a user's files need ``force``);
+            ``eval-<split>-raw.json`` and ``predictions-<split>-raw.csv`` for the raw weights (``ema=False``)
+            of a run that kept a moving average.
         force: replace files of those names that the tool did not write.
         callbacks: progress hooks (``on_validation_start``, ``on_validation_step``); with ``temperature`` and
             another split than val, the val pass reports its own steps after the split's.
@@ -157,8 +159,11 @@ def evaluate(
     workers = resolve_workers(workers, "eval data loading")
     dev, _ = resolve_device(device)
     weights = load_weights(target, ema=ema)
-    report_path = weights.run_dir / f"eval-{split}.json"
-    predictions_path = weights.run_dir / f"predictions-{split}.csv"
+    # The raw weights of a run that kept a moving average get their own files: the report of the weights of
+    # record (what a study aggregates) is never replaced by another model's.
+    suffix = "-raw" if not weights.ema and (weights.checkpoint or {}).get("ema") is not None else ""
+    report_path = weights.run_dir / f"eval-{split}{suffix}.json"
+    predictions_path = weights.run_dir / f"predictions-{split}{suffix}.csv"
     if save:  # fail before the work, not after it: a busy run folder or a user's file in the way
         with _write_lock(weights.run_dir):
             _refuse_overwrite(report_path, predictions_path, force)
