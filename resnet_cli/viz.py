@@ -41,7 +41,7 @@ from resnet_cli.fs import (
     refuse_overwrite,
     refuse_overwrite_unless_owned,
 )
-from resnet_cli.io.history import HISTORY_NAME, EpochRecord, has_honest_train, read_history
+from resnet_cli.io.history import HISTORY_NAME, EpochRecord, has_honest_train, read_history, record_figures
 
 if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn, so importing this module stays cheap
     from matplotlib.axes import Axes
@@ -146,7 +146,8 @@ def load_run(path: str | os.PathLike[str]) -> RunCurves | None:
     epochs_run = summary.get("epochs_run")
     # A finished run extended with --resume --epochs N keeps its old run.json until the new end.
     finished = summary.get("finished") is True and not (isinstance(epochs_run, int) and epochs_run < len(history))
-    best = min(history, key=lambda r: r.val_loss if math.isfinite(r.val_loss) else math.inf).epoch
+    # The epoch training chose: lowest validation loss of the weights of record (the moving average with --ema).
+    best = min(history, key=lambda r: loss if math.isfinite(loss := record_figures(r)[0]) else math.inf).epoch
     planned = config.get("train", {}).get("epochs") if ours else None
     return RunCurves(
         path=folder,

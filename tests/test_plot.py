@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_cli.io.history import EpochRecord, write_history
+from resnet_cli.io.history import EpochRecord, read_history, write_history
 from tests.conftest import run_cli
 
 
@@ -149,6 +150,19 @@ def test_partial_run_and_run_without_history(tmp_path, monkeypatch):
     assert "stopped at epoch 3 of 30" in proc.stderr and "has no finished epoch" in proc.stderr
     nothing = run_cli("plot", empty, "--out", tmp_path / "x.png")
     assert nothing.returncode == 2 and "nothing to plot" in nothing.stderr
+
+
+def test_an_unfinished_ema_run_marks_the_epoch_its_moving_average_chose(tmp_path):
+    from resnet_cli.viz import load_run
+
+    folder = our_run(tmp_path / "ema", 3, 10)  # raw val loss falls every epoch (lowest at 3)
+    records = [
+        replace(record, ema_val_loss=ema_loss, ema_val_acc=0.9)
+        for record, ema_loss in zip(read_history(folder / "history.csv"), (0.9, 0.4, 0.6), strict=True)
+    ]
+    write_history(folder / "history.csv", records)
+    run = load_run(folder)
+    assert run is not None and not run.finished and run.best_epoch == 2  # where best.pt was written
 
 
 def test_figures_of_a_run_are_redrawn_without_force_user_files_are_not(tmp_path):

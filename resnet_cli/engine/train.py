@@ -87,7 +87,7 @@ from resnet_cli.engine.state import (
 from resnet_cli.errors import CheckpointError, ConfigError, DatasetError, Interrupted, ResnetError, RunFailedError
 from resnet_cli.fs import atomic_write_bytes, atomic_write_text, record_owned, remove_stale_temporaries, run_lock
 from resnet_cli.io.checkpoint import read_project_checkpoint, save_checkpoint
-from resnet_cli.io.history import HISTORY_NAME, EpochRecord, write_history
+from resnet_cli.io.history import HISTORY_NAME, EpochRecord, record_figures, write_history
 from resnet_cli.io.weights import adapt_state_dict, read_run_config, read_state_dict
 from resnet_cli.models import build_model, canonical_arch, family_of, run_name
 
@@ -691,13 +691,6 @@ def nested_fraction(rows: Sequence[ManifestRow], fraction: float, seed: int) -> 
         keep = max(1, round(fraction * len(indices)))
         chosen += [indices[i] for i in order[:keep]]
     return [rows[i] for i in sorted(chosen)]
-
-
-def record_figures(record: EpochRecord) -> tuple[float, float]:
-    """Validation loss and accuracy of the weights of record: the moving average's with --ema, else the model's."""
-    if record.ema_val_loss is not None and record.ema_val_acc is not None:
-        return record.ema_val_loss, record.ema_val_acc
-    return record.val_loss, record.val_acc
 
 
 def train_subset(rows: Sequence[ManifestRow], size: int, seed: int, method: str = "nested") -> list[ManifestRow]:

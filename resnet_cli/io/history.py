@@ -122,3 +122,10 @@ def read_history(path: str | os.PathLike[str]) -> list[EpochRecord]:
 def has_honest_train(records: list[EpochRecord]) -> bool:
     """Whether every record carries the eval-mode train-subset figures."""
     return bool(records) and all(r.train_eval_loss is not None and math.isfinite(r.train_eval_loss) for r in records)
+
+
+def record_figures(record: EpochRecord) -> tuple[float, float]:
+    """Validation loss and accuracy of the weights of record: the moving average's with --ema, else the model's."""
+    if record.ema_val_loss is not None and record.ema_val_acc is not None:
+        return record.ema_val_loss, record.ema_val_acc
+    return record.val_loss, record.val_acc
