@@ -68,7 +68,9 @@ def test_a_study_survives_sigkill_and_its_report_equals_a_recomputation(small_sp
 
     partial = run_cli("study", "report", study, "--json")
     assert partial.returncode == 0, partial.stderr
-    assert json.loads(partial.stdout)["missing"] and "not finished" in run_cli("study", "report", study).stderr
+    assert json.loads(partial.stdout)["missing"]
+    table = run_cli("study", "report", study)  # not a terminal: the table is on stderr, the report's path on stdout
+    assert "not finished" in table.stderr and table.stdout.splitlines()[-1] == str(study / "report.md")
 
     rerun = run_cli("study", study, "--data", small_split, "--arch", "18", "--arch", "vit-ti/4:lr=2e-3", "--seeds", "2",
                     "--fractions", "0.5,1", *TINY, "--json", real_process=True)  # fmt: skip
@@ -133,6 +135,9 @@ def test_printed_commands_run_as_they_are_and_aggregate(small_split, tmp_path):
     doc = json.loads(report.stdout)
     assert len(doc["runs"]) == 2 and not doc["missing"]
     assert run_cli(*args, "--print-commands").stdout == ""  # nothing pending any more
+    finished = run_cli(*args)  # everything done: it reports, and its last line on stdout is the study for $(...)
+    assert finished.returncode == 0 and "done already" in finished.stderr
+    assert finished.stdout.splitlines()[-1] == str(study)
 
 
 def test_plan_changes_are_refused_but_more_seeds_are_added(small_split, tmp_path):
@@ -195,3 +200,15 @@ def test_bad_study_options_exit_2_before_anything(small_split, tmp_path, args, f
     assert proc.returncode == 2, proc.stderr
     assert fragment in proc.stderr and "Traceback" not in proc.stderr
     assert not study.exists()
+
+
+def test_a_comparison_over_one_seed_states_no_interval():
+    from resnet_cli.engine.study_report import Comparison, paired
+
+    mean, ci95, p = paired([0.9], [0.8])
+    assert mean == pytest.approx(0.1) and ci95 is None and p is None
+    one = Comparison("test_top1", 0.5, "vit-ti2", "r18", [0], mean, ci95, p).sentence()
+    assert "+10.00 points (one paired seed: no confidence interval)" in one and "95% CI" not in one
+    mean, ci95, p = paired([0.9, 0.7], [0.8, 0.75])
+    two = Comparison("test_top1", 0.5, "vit-ti2", "r18", [0, 1], mean, ci95, p).sentence()
+    assert f"± {ci95 * 100:.2f} points (95% CI, paired t over 2 seeds, p = " in two

@@ -160,6 +160,8 @@ def run(
     _report(study_dir, json_out, quiet)
     if result.failed:
         raise _failed(result.failed)
+    if not json_out:
+        console.print_path(study_dir)  # the last line on stdout: S=$(resnet study ...)
 
 
 def report(
@@ -169,7 +171,9 @@ def report(
 ) -> None:
     """Aggregate the finished runs of a study (mean, std, 95% CI over seeds; paired comparisons), and say which
     runs have not finished. Writes report.md, runs.csv and report.json into the study folder."""
-    _report(study_dir, json_out, quiet)
+    result = _report(study_dir, json_out, quiet)
+    if not json_out:
+        console.print_path(result.study_dir / "report.md")  # the last line on stdout
 
 
 def _check_train_args(plan: StudyPlan, study_dir: Path) -> None:

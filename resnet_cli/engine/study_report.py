@@ -118,11 +118,13 @@ class Comparison:
             return f"{self.label} vs {self.reference} at {self.fraction:g}: no paired seeds yet"
         points = self.metric in ("test_top1", "test_balanced", "test_ece", "gap_acc_best")
         scale, unit = (100, " points") if points else (1, "")
-        spread = f" ± {self.ci95 * scale:.2f}" if self.ci95 is not None else ""
+        head = f"{self.label} - {self.reference}, {METRICS[self.metric]}, {self.fraction:g} of the train part: "
+        if self.ci95 is None:  # one paired seed: a difference, but no spread to state
+            return f"{head}{self.mean_diff * scale:+.2f}{unit} (one paired seed: no confidence interval)"
         p = f", p = {self.p_value:.3g}" if self.p_value is not None else ""
         return (
-            f"{self.label} - {self.reference}, {METRICS[self.metric]}, {self.fraction:g} of the train part: "
-            f"{self.mean_diff * scale:+.2f}{spread}{unit} (95% CI, paired t over {len(self.seeds)} seeds{p})"
+            f"{head}{self.mean_diff * scale:+.2f} ± {self.ci95 * scale:.2f}{unit} "
+            f"(95% CI, paired t over {len(self.seeds)} seeds{p})"
         )
 
 
