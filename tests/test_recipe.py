@@ -229,6 +229,16 @@ def test_ema_weights_are_used_by_eval_export_and_predict_unless_no_ema(small_spl
     # An export of the moving average holds no raw weights: --no-ema on it is refused, not silently ignored.
     refused = run_cli("eval", tmp_path / "ema.safetensors", "--no-ema", "--no-save", "--split", "val")
     assert refused.returncode == 2 and "holds only the moving average" in refused.stderr
+    # Default names: the raw weights never replace the export of record.
+    assert run_cli("export", out).returncode == 0
+    of_record = (out / "model.safetensors").read_bytes()
+    assert run_cli("export", out, "--no-ema").returncode == 0
+    assert (out / "model.safetensors").read_bytes() == of_record
+    assert tensors_equal(load_file(out / "model-raw.safetensors"), best["model"])
+    # Exporting a file onto itself would replace its provenance with itself: refused.
+    itself = run_cli("export", out / "model.safetensors")
+    assert itself.returncode == 2 and "is the file being exported" in itself.stderr
+    assert (out / "model.safetensors").read_bytes() == of_record
     # --init from the run starts from its weights of record, the moving average.
     from resnet_cli.io.weights import read_state_dict
 
@@ -237,6 +247,11 @@ def test_ema_weights_are_used_by_eval_export_and_predict_unless_no_ema(small_spl
     first = json.loads(run_cli("predict", out, image, "--json").stdout)
     second = json.loads(run_cli("predict", out, image, "--json", "--no-ema").stdout)
     assert first != second
+    # An ONNX export of the moving average cannot honour --no-ema either.
+    assert run_cli("export", out, "--format", "onnx").returncode == 0
+    onnx_refused = run_cli("predict", out / "model.onnx", image, "--no-ema")
+    assert onnx_refused.returncode == 2 and "holds only the moving average" in onnx_refused.stderr
+    assert run_cli("predict", out / "model.onnx", image).returncode == 0
 
 
 @pytest.mark.slow

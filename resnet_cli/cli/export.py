@@ -29,7 +29,8 @@ def export(
         typer.Option(
             "--out",
             "-o",
-            help="Output file [default: RUN/model.safetensors, .onnx or .torchscript.pt].",
+            help="Output file [default: RUN/model.safetensors, .onnx or .torchscript.pt; model-raw.* for "
+            "--no-ema on an --ema run].",
             show_default=False,
         ),
     ] = None,

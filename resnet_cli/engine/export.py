@@ -69,6 +69,17 @@ class ExportResult:
         }
 
 
+def default_name(fmt: str, raw: bool = False) -> str:
+    """``model.safetensors`` and so on; ``model-raw.*`` for the raw weights of a run that kept a moving average,
+    so that they never replace the export of the weights of record."""
+    name = DEFAULT_NAMES[fmt]
+    return name.replace("model.", "model-raw.", 1) if raw else name
+
+
+def _raw_of_average(weights: LoadedWeights) -> bool:
+    return not weights.ema and (weights.checkpoint or {}).get("ema") is not None
+
+
 def export(
     target: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -98,7 +109,9 @@ def export(
     bad = non_finite_tensors(weights.state_dict)
     if bad:
         raise CheckpointError(f"{weights.source} holds NaN or infinite weights ({bad[0]}): refusing to export them")
-    path = Path(out) if out else weights.run_dir / DEFAULT_NAMES[fmt]
+    path = Path(out) if out else weights.run_dir / default_name(fmt, raw=_raw_of_average(weights))
+    if path.resolve() == weights.source.resolve():
+        raise ConfigError(f"--out {path} is the file being exported: give another --out")
     if path.suffix.lower() == ".pt" and fmt == "safetensors":
         raise ConfigError(f"{path}: a safetensors export should end in .safetensors")
     if path.is_dir():

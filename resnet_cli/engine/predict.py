@@ -21,10 +21,17 @@ from resnet_cli.data import images
 from resnet_cli.data.transforms import eval_transform
 from resnet_cli.engine.device import Placement, resolve_device
 from resnet_cli.engine.inference import inference_network, to_device
-from resnet_cli.errors import ConfigError, DatasetError
+from resnet_cli.errors import CheckpointError, ConfigError, DatasetError
 from resnet_cli.fs import special_file_kind
 from resnet_cli.io.checkpoint import identify_file
-from resnet_cli.io.weights import LoadedWeights, OnnxWeights, load_onnx, load_weights, resolve_weights_path
+from resnet_cli.io.weights import (
+    LoadedWeights,
+    OnnxWeights,
+    load_onnx,
+    load_weights,
+    only_the_average,
+    resolve_weights_path,
+)
 
 
 @dataclass
@@ -133,6 +140,8 @@ def predict(
         if precision not in ("auto", "fp32"):
             raise ConfigError(f"--precision {precision} does not apply to an ONNX model, which runs in float32")
         weights = load_onnx(path, _onnx_providers(dev))
+        if not ema and weights.ema:  # one set of weights in the file: --no-ema cannot be honoured
+            raise CheckpointError(only_the_average(path))
         net, placement = weights, None
     else:
         weights = load_weights(target, ema=ema)

@@ -174,10 +174,7 @@ def load_weights(target: str | os.PathLike[str], ema: bool = True) -> LoadedWeig
             )
         model_config, classes, preprocess = config_from_metadata(meta, path)
         if not ema and meta.get("ema") == "true":
-            raise CheckpointError(
-                f"{path} holds only the moving average of the weights (exported from an --ema run): for the raw "
-                "weights use the run folder or its best.pt with --no-ema, or export again with --no-ema"
-            )
+            raise CheckpointError(only_the_average(path))
         check_weights(path, model_config, classes, preprocess, state)
         return LoadedWeights(
             path, "safetensors", model_config, classes, preprocess, state, file_sha256(path), run_dir, None, meta, note,
@@ -321,6 +318,14 @@ def check_weights(
         )
 
 
+def only_the_average(path: Path) -> str:
+    """Why ``--no-ema`` cannot apply to an export of a run's moving average."""
+    return (
+        f"{path} holds only the moving average of the weights (exported from an --ema run): for the raw weights "
+        "use the run folder or its best.pt with --no-ema, or export again with --no-ema"
+    )
+
+
 @dataclass
 class OnnxWeights:
     """An ONNX export ready to run, with the classes and preprocessing it was exported with."""
@@ -332,6 +337,7 @@ class OnnxWeights:
     session: Any  # an onnxruntime.InferenceSession
     origin: str  # where classes and preprocessing came from: the file's metadata or the run's config.json
     note: str | None = None
+    ema: bool = False  # exported from a run's moving average (its metadata says so)
 
     def describe(self) -> str:
         return f"{self.source.name} (ONNX, {self.origin})"
@@ -421,7 +427,7 @@ def load_onnx(path: str | os.PathLike[str], providers: list[str] | None = None) 
             f"{path} gives output of shape {shape_out} for {model_config.num_classes} classes: the classes beside "
             "it belong to another model; export it again"
         )
-    return OnnxWeights(path, model_config, classes, preprocess, session, origin)
+    return OnnxWeights(path, model_config, classes, preprocess, session, origin, ema=meta.get("ema") == "true")
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
