@@ -308,5 +308,15 @@ def test_bench_table_names_each_arch_and_precision():
 def test_bench_bad_options_exit_2_in_one_line(args, fragment):
     result = run_cli("bench", "--image-size", "32", "--steps", "1", *args)
     assert result.returncode == 2, result.stdout + result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error:"), result.stderr  # one line only
+    assert fragment in result.stderr
+
+
+def test_a_run_folder_that_will_be_refused_is_refused_before_any_probe(small_split, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    base = ["train", "--data", small_split, "--arch", "18", "--batch-size", "16", "--workers", "0", "--epochs", "1",
+            "--max-steps", "1", "--out", out]  # fmt: skip
+    assert run_cli(*base, "--precision", "fp32", "--no-channels-last").returncode == 0
+    again = run_cli(*base, env={"RESNET_CACHE_DIR": str(cache)})  # auto precision and layout: a probe would run
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert not cache.exists()  # nothing was timed, nothing cached

@@ -62,7 +62,6 @@ def bench(
     and precision, with the timing routine --precision auto uses; show images/s and peak memory."""
     from resnet_cli.engine.speed import bench as run_bench
 
-    console.info_line("timing (this takes a while for large networks or many steps) ...", quiet)
     result = run_bench(
         arch or ["18"],
         image_size=image_size,
@@ -75,6 +74,7 @@ def bench(
         device=device,
         steps=steps,
         warmup=warmup,
+        on_start=lambda: console.info_line("timing (this takes a while for large networks or many steps) ...", quiet),
     )
     if json_out:
         console.print_json(result.to_dict())

@@ -564,12 +564,14 @@ def bench(
     steps: int = 10,
     warmup: int = 2,
     timer: Callable[[], float] = time.perf_counter,
+    on_start: Callable[[], None] | None = None,
 ) -> BenchResult:
     """Forward and training speed and peak memory of each architecture in each precision, timed by :func:`measure`.
 
-    Every option is checked before anything is timed. ``"auto"`` among ``precisions`` means every precision
-    the probe would consider on this device. ``small_input`` None: the ResNet stem ``resnet train`` picks
-    (small at 64 px or less). ``channels_last`` None: the device's usual format.
+    Every option is checked before anything is timed; ``on_start`` is called once they all passed. ``"auto"``
+    among ``precisions`` means every precision the probe would consider on this device. ``small_input`` None:
+    the ResNet stem ``resnet train`` picks (small at 64 px or less). ``channels_last`` None: the device's usual
+    format.
 
     Raises:
         ConfigError, DeviceError: an unknown architecture or precision, a size the network cannot take, a
@@ -602,6 +604,8 @@ def bench(
         torch.backends.cudnn.benchmark = True  # as fit sets it
 
     shape = (batch_size, in_channels, image_size, image_size)
+    if on_start is not None:
+        on_start()
     rows: list[BenchRow] = []
     for a in names:
         model = build_model(a, num_classes, in_channels, small[a], image_size=image_size)

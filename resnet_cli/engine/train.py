@@ -244,6 +244,8 @@ def _fit(
         stat_table = data_stat(manifest)
     if config.cache_images:  # refused before the folder is touched, not after
         check_cache_fits([*train_rows, *val_rows], pre.in_channels)
+    if saved is None and dist.is_main:  # a folder that will be refused is refused before seconds of probing
+        check_new_run_folder(run_dir, force)
     for seed_rng in (random.seed, np.random.seed, torch.manual_seed):
         seed_rng(config.seed)
     if placement.device.type == "cuda":
