@@ -58,7 +58,7 @@ def test_summary_json_is_one_document():
     [
         (["--arch", "35"], "18, 34, 50, 101, 152"),
         (["--image-size", "0"], "at least 32"),
-        (["--image-size", "16"], "--small-input"),
+        (["--image-size", "16", "--no-small-input"], "--small-input"),
         (["--num-classes", "-4"], "at least 1"),
         (["--depth", "0"], "depth must be"),
         (["--image-size", "abc"], "--image-size"),

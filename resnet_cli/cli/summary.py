@@ -54,9 +54,13 @@ def summary(
     num_classes: Annotated[int, typer.Option("--num-classes", help="Classifier outputs.")] = 1000,
     in_channels: Annotated[int, typer.Option("--in-channels", help="1 for greyscale, 3 for RGB.")] = 3,
     small_input: Annotated[
-        bool,
-        typer.Option("--small-input", help="3x3 stride-1 stem, no max-pool (train turns it on at <= 64 px)."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--small-input/--no-small-input",
+            help="ResNets: 3x3 stride-1 stem, no max-pool [default: on at <= 64 px, as train and --list].",
+            show_default=False,
+        ),
+    ] = None,
     depth: Annotated[int, typer.Option("--depth", help="1: stem and stages, 2: blocks, 3: every layer.")] = 2,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch dimension of the shapes shown.")] = 1,
     json_out: Json = False,
@@ -91,8 +95,13 @@ def summary(
         # A ViT is built for one size (its position embeddings): the run's, unless --image-size asks for another.
         size = image_size if image_size is not None else (config.image_size or weights.preprocess.image_size)
     else:
-        config = ModelConfig(arch=str(arch), num_classes=num_classes, in_channels=in_channels, small_input=small_input)
+        from resnet_cli.models.registry import family_of
+        from resnet_cli.models.summary import SMALL_INPUT_MAX
+
         size = image_size if image_size is not None else 224
+        if small_input is None:  # the stem train would pick, as --list shows
+            small_input = size <= SMALL_INPUT_MAX and family_of(str(arch)) == "resnet"
+        config = ModelConfig(arch=str(arch), num_classes=num_classes, in_channels=in_channels, small_input=small_input)
     result = summarize(config, image_size=size, depth=depth, batch_size=batch_size)
     if json_out:
         console.print_json(result.to_dict())
