@@ -65,6 +65,8 @@ _RUN_MARKERS = ("s", "D", "^", "P", "*", "h", "<", ">", "d", "p")
 _TRAIN_RUNNING: Final = "--"
 _TRAIN_EVAL: Final = "-."
 _VAL: Final = "-"
+_EMA_VAL: Final = "ema"  # drawn with _EMA_DASHES: the four format-string styles are taken
+_EMA_DASHES: Final = (0, (3, 1, 1, 1, 1, 1))
 _BIASED = "from running train averages (biased)"
 
 
@@ -345,12 +347,18 @@ def _series(run: RunCurves, panel: str) -> list[tuple[str, list[float | None]]]:
         out = [(_TRAIN_RUNNING, [r.train_loss for r in h])]
         if any(r.train_eval_loss is not None for r in h):
             out.append((_TRAIN_EVAL, [r.train_eval_loss for r in h]))
-        return [*out, (_VAL, [r.val_loss for r in h])]
+        out.append((_VAL, [r.val_loss for r in h]))
+        if any(r.ema_val_loss is not None for r in h):  # last: the weights of record carry the best-epoch ring
+            out.append((_EMA_VAL, [r.ema_val_loss for r in h]))
+        return out
     if panel == "acc":
         out = [(_TRAIN_RUNNING, [100 * r.train_acc for r in h])]
         if any(r.train_eval_acc is not None for r in h):
             out.append((_TRAIN_EVAL, [None if r.train_eval_acc is None else 100 * r.train_eval_acc for r in h]))
-        return [*out, (_VAL, [100 * r.val_acc for r in h])]
+        out.append((_VAL, [100 * r.val_acc for r in h]))
+        if any(r.ema_val_acc is not None for r in h):
+            out.append((_EMA_VAL, [None if r.ema_val_acc is None else 100 * r.ema_val_acc for r in h]))
+        return out
     if panel == "gap":
         train = [r.train_eval_loss if run.honest_gap else r.train_loss for r in h]
         return [("-", [None if t is None else r.val_loss - t for r, t in zip(h, train, strict=True)])]
@@ -386,10 +394,15 @@ def _draw(ax: Axes, panel: str, run: RunCurves, index: int, count: int) -> None:
                 zorder=2 + index,
             )
         else:
+            # A format string, or for the moving average a dash pattern no format string has.
+            ema = style == _EMA_VAL
+            fmt: tuple[str, ...] = () if ema else (style,)
+            dashes: dict[str, Any] = {"linestyle": _EMA_DASHES} if ema else {}
             ax.plot(
                 epochs,
                 ys,
-                style,
+                *fmt,
+                **dashes,
                 color=colour,
                 marker=marker,
                 markersize=4,
@@ -563,6 +576,8 @@ def _legend_handles(runs: list[RunCurves], panels: list[str]) -> list[Line2D]:
         if any(r.train_eval_loss is not None for run in runs for r in run.history):
             handles.append(Line2D([], [], color="black", linestyle=_TRAIN_EVAL, label="train (eval mode, subset)"))
         handles.append(Line2D([], [], color="black", linestyle=_VAL, label="validation"))
+        if any(r.ema_val_loss is not None for run in runs for r in run.history):
+            handles.append(Line2D([], [], color="black", linestyle=_EMA_DASHES, label="validation, moving average"))
         handles.append(
             Line2D(
                 [],

@@ -164,6 +164,17 @@ def test_an_unfinished_ema_run_marks_the_epoch_its_moving_average_chose(tmp_path
     run = load_run(folder)
     assert run is not None and not run.finished and run.best_epoch == 2  # where best.pt was written
 
+    # The moving average's validation curve is drawn, and the best-epoch ring sits on it, not on the raw curve.
+    from resnet_cli.viz import curves_figure
+
+    loss_panel = curves_figure([run], "loss").axes[0]
+    ema_lines = [line for line in loss_panel.get_lines() if list(line.get_ydata()) == [0.9, 0.4, 0.6]]
+    assert len(ema_lines) == 1 and ema_lines[0].get_label().endswith(" loss ema")
+    rings = [line for line in loss_panel.get_lines() if line.get_marker() == "o" and len(line.get_xdata()) == 1]
+    assert [(list(r.get_xdata()), list(r.get_ydata())) for r in rings] == [([2], [0.4])]
+    labels = [h.get_label() for h in loss_panel.figure.legends[0].legend_handles]
+    assert "validation, moving average" in labels
+
 
 def test_figures_of_a_run_are_redrawn_without_force_user_files_are_not(tmp_path):
     run = our_run(tmp_path / "r", 4, 10)
