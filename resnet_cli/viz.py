@@ -83,6 +83,7 @@ class RunCurves:
     finished: bool = False  # run.json says "finished": true, covering every epoch in the history
     planned_epochs: int | None = None  # config.json "train"."epochs"
     training: bool | None = None  # a live `resnet train` holds the folder (None: cannot tell, another host)
+    schedule: str | None = None  # config.json "train"."schedule" of our runs: plateau, cosine or step
 
     @property
     def honest_gap(self) -> bool:
@@ -91,6 +92,9 @@ class RunCurves:
 
     @property
     def lr_drops(self) -> list[int]:
+        """Epochs where the learning rate was cut: a plateau's or a step's reductions, not a cosine's decay."""
+        if self.schedule == "cosine":
+            return []
         return [
             b.epoch
             for a, b in zip(self.history, self.history[1:], strict=False)
@@ -161,6 +165,7 @@ def load_run(path: str | os.PathLike[str]) -> RunCurves | None:
         finished=finished,
         planned_epochs=planned if isinstance(planned, int) and planned > 0 else None,
         training=None if not ours or finished else _training_now(folder),
+        schedule=schedule if ours and isinstance(schedule := config.get("train", {}).get("schedule"), str) else None,
     )
 
 

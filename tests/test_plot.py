@@ -176,6 +176,21 @@ def test_an_unfinished_ema_run_marks_the_epoch_its_moving_average_chose(tmp_path
     assert "validation, moving average" in labels
 
 
+@pytest.mark.parametrize(("schedule", "drops"), [("cosine", []), ("plateau", [2, 3, 4]), (None, [2, 3, 4])])
+def test_only_cuts_of_the_learning_rate_are_marked_as_reductions(tmp_path, schedule, drops):
+    from resnet_cli.viz import load_run
+
+    folder = our_run(tmp_path / "run", 4, 4)
+    records = [replace(r, lr=1e-3 / 2**i) for i, r in enumerate(read_history(folder / "history.csv"))]
+    write_history(folder / "history.csv", records)  # the rate falls every epoch
+    config = json.loads((folder / "config.json").read_text())
+    if schedule:
+        config["train"]["schedule"] = schedule
+    (folder / "config.json").write_text(json.dumps(config))
+    run = load_run(folder)
+    assert run is not None and run.lr_drops == drops  # a cosine decays; a plateau (or a 0.1.0 run) cuts
+
+
 def test_figures_of_a_run_are_redrawn_without_force_user_files_are_not(tmp_path):
     run = our_run(tmp_path / "r", 4, 10)
     first = run_cli("plot", run)
