@@ -61,6 +61,7 @@ def test_summary_json_is_one_document():
         (["--image-size", "16", "--no-small-input"], "--small-input"),
         (["--num-classes", "-4"], "at least 1"),
         (["--depth", "0"], "depth must be"),
+        (["--depth", "9"], "depth must be"),
         (["--image-size", "abc"], "--image-size"),
     ],
 )

@@ -119,6 +119,11 @@ def test_bad_vit_summaries_exit_2(args, fragment):
     assert proc.returncode == 2 and fragment in proc.stderr and proc.stdout == ""
 
 
+def test_a_run_and_an_arch_together_are_refused(trained_run):
+    proc = run_cli("summary", trained_run, "--arch", "50")
+    assert proc.returncode == 2 and "has its own architecture" in proc.stderr and proc.stdout == ""
+
+
 def test_summary_of_a_run_names_its_weights_unless_quiet(trained_run):
     proc = run_cli("summary", trained_run, "--depth", "1")
     assert proc.returncode == 0, proc.stderr

@@ -27,14 +27,15 @@ def summary(
         ),
     ] = None,
     arch: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--arch",
             "-a",
-            help="18, 34, 50, 101, 152, or a ViT such as vit-s/16 (see --list).",
+            help="18, 34, 50, 101, 152, or a ViT such as vit-s/16 (see --list) [default: 50].",
             autocompletion=complete_from(*ARCH_CHOICES, *VIT_CHOICES),
+            show_default=False,
         ),
-    ] = "50",
+    ] = None,
     list_all: Annotated[
         bool,
         typer.Option(
@@ -84,6 +85,10 @@ def summary(
             return
         _render_list(rows, size, in_channels, num_classes)
         return
+    if target is not None and arch is not None:
+        from resnet_cli.errors import ConfigError
+
+        raise ConfigError(f"{target} has its own architecture: leave out --arch {arch}, or the path")
     if target is not None:
         from resnet_cli.io.weights import load_weights
 
@@ -99,9 +104,10 @@ def summary(
         from resnet_cli.models.summary import SMALL_INPUT_MAX
 
         size = image_size if image_size is not None else 224
+        name = arch or "50"
         if small_input is None:  # the stem train would pick, as --list shows
-            small_input = size <= SMALL_INPUT_MAX and family_of(str(arch)) == "resnet"
-        config = ModelConfig(arch=str(arch), num_classes=num_classes, in_channels=in_channels, small_input=small_input)
+            small_input = size <= SMALL_INPUT_MAX and family_of(name) == "resnet"
+        config = ModelConfig(arch=name, num_classes=num_classes, in_channels=in_channels, small_input=small_input)
     result = summarize(config, image_size=size, depth=depth, batch_size=batch_size)
     if json_out:
         console.print_json(result.to_dict())

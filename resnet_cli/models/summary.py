@@ -97,7 +97,7 @@ def summarize(config: ModelConfig, image_size: int = 224, depth: int = 2, batch_
     arch = canonical_arch(config.arch)
     vit = family_of(arch) == "vit"
     check_image_size(image_size, config.small_input, arch)
-    if depth < 1:
+    if depth not in (1, 2, 3):
         raise ConfigError(f"depth must be 1 (stages), 2 (blocks) or 3 (layers), got {depth}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be at least 1, got {batch_size}")
