@@ -169,6 +169,13 @@ def load_run(path: str | os.PathLike[str]) -> RunCurves | None:
     )
 
 
+def _why_no_curves(folder: Path) -> str:
+    """Why a folder without a history draws nothing: a run before its first epoch, or not a run at all."""
+    if (folder / "config.json").is_file() or (folder / OWNED_NAME).is_file():
+        return f"{folder} has no finished epoch yet (no {HISTORY_NAME})"
+    return f"{folder} is not a run folder (no {HISTORY_NAME} or config.json): give a run, a study or a {HISTORY_NAME}"
+
+
 def plot_runs(
     runs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str] | None = None,
@@ -193,16 +200,18 @@ def plot_runs(
         raise ConfigError("give at least one run folder")
     result = PlotResult()
     loaded: list[RunCurves] = []
+    missing: list[str] = []
     for run in runs:
         curves = load_run(run)
         if curves is None:
-            result.notes.append(f"{run} has no finished epoch yet (no {HISTORY_NAME}): left out of the curves")
+            missing.append(_why_no_curves(Path(run)))
+            result.notes.append(f"{missing[-1]}: left out of the curves")
             continue
         if curves.progress:
             result.notes.append(f"{curves.path}: {curves.progress} (the figure says so)")
         loaded.append(curves)
     if not loaded:
-        raise DatasetError(f"nothing to plot: none of {', '.join(map(str, runs))} has finished an epoch")
+        raise DatasetError(f"nothing to plot: {'; '.join(missing)}")
     _unique_names(loaded)
 
     compare = len(runs) > 1

@@ -143,13 +143,18 @@ def test_comparison_goes_where_out_says_and_leaves_the_runs_alone(tmp_path, monk
 def test_partial_run_and_run_without_history(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     partial = our_run(tmp_path / "training", 3, 30)
-    empty = tmp_path / "fresh"
-    empty.mkdir()
-    proc = run_cli("plot", partial, empty)
+    fresh = tmp_path / "fresh"  # a run before its first epoch: config.json, no history yet
+    fresh.mkdir()
+    (fresh / "config.json").write_text((partial / "config.json").read_text())
+    proc = run_cli("plot", partial, fresh)
     assert proc.returncode == 0, proc.stderr
     assert "stopped at epoch 3 of 30" in proc.stderr and "has no finished epoch" in proc.stderr
-    nothing = run_cli("plot", empty, "--out", tmp_path / "x.png")
-    assert nothing.returncode == 2 and "nothing to plot" in nothing.stderr
+    nothing = run_cli("plot", fresh, "--out", tmp_path / "x.png")
+    assert nothing.returncode == 2 and "nothing to plot" in nothing.stderr and "has no finished epoch" in nothing.stderr
+    other = tmp_path / "photos"  # not a run at all
+    other.mkdir()
+    refused = run_cli("plot", other)
+    assert refused.returncode == 2 and f"{other} is not a run folder" in refused.stderr
 
 
 def test_an_unfinished_ema_run_marks_the_epoch_its_moving_average_chose(tmp_path):
