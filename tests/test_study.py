@@ -189,7 +189,7 @@ def test_printed_lines_follow_each_runs_state(small_split, tmp_path):
         (["--arch", "18:out=x"], "not a training option an architecture may override"),
         (["--arch", "18:lr"], "write overrides as key=value"),
         (["--arch", "19"], "unknown architecture '19'"),
-        (["--arch", "18", "--seeds", "0"], "--seeds takes a count"),
+        (["--arch", "18", "--seeds", "0"], "one seed alone: 5,"),
         (["--arch", "18", "--fractions", "0,1"], "--fractions takes numbers in (0, 1]"),
         ([], "give at least one --arch"),
     ],

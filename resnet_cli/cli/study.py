@@ -70,7 +70,8 @@ def run(
         typer.Option(
             "--seeds",
             metavar="N|LIST",
-            help="How many seeds (3: seeds 0, 1, 2), or a list (0,1,2) [default: 3, or the study's on a rerun].",
+            help="How many seeds (3: seeds 0, 1, 2), or a list (0,1,2; one seed alone: 5,) [default: 3, or the "
+            "study's on a rerun].",
             show_default=False,
         ),
     ] = None,

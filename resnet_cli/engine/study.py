@@ -94,7 +94,9 @@ def parse_seeds(text: str) -> list[int]:
             return list(range(count))
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds takes a count (3: seeds 0, 1, 2) or a list (0,1,2), got {text!r}") from None
+        raise ConfigError(
+            f"--seeds takes a count (3: seeds 0, 1, 2) or a list (0,1,2; one seed alone: 5,), got {text!r}"
+        ) from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds must list distinct seeds, got {text!r}")
     return seeds
