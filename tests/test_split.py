@@ -298,3 +298,16 @@ def test_brackets_in_names_are_printed_verbatim(tmp_path):
 def test_make_split_errors_are_domain_errors(tmp_path):
     with pytest.raises(SplitError):
         make_split(make_folder(tmp_path / "d", {"a": 2, "b": 2}), SplitConfig(val=0.2, test=0.2))
+
+
+def test_a_missing_manifest_says_where_one_is(small_split, tmp_path):
+    from resnet_cli.data.split import read_manifest
+
+    with pytest.raises(DatasetError, match=f"{tmp_path / 'nope'} does not exist"):
+        read_manifest(tmp_path / "nope")
+    with pytest.raises(DatasetError, match=f"but {small_split} has one .*: pass data {small_split}$"):  # a class folder
+        read_manifest(small_split / "3")
+    unsplit = tmp_path / "photos"
+    unsplit.mkdir()
+    with pytest.raises(DatasetError, match=f"run 'resnet split {unsplit} --val 0.2' first"):
+        read_manifest(unsplit)

@@ -521,6 +521,15 @@ def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | N
                 f"'{path}' is a part name, not a manifest file: pass --manifest FILE, or --data DIR for the "
                 "data folder that holds manifest.csv"
             )
+        missing = path if not path.suffix else path.parent  # a name without .csv meant a folder
+        if not missing.exists():
+            raise DatasetError(f"folder {missing} does not exist: pass the data folder that holds manifest.csv")
+        if default_manifest_path(path.parent.parent).is_file() and path.parent.parent != path.parent:
+            above = path.parent.parent
+            raise DatasetError(
+                f"no split manifest at {path}, but {above} has one ({path.parent.name} is one of its class folders?): "
+                f"pass --data {above}"
+            )
         folder = "DATA_DIR" if str(path.parent) == "." else str(path.parent)
         raise DatasetError(f"no split manifest at {path}: run 'resnet split {folder} --val 0.2' first")
     side = sidecar_path(path)
