@@ -100,13 +100,12 @@ def summary(
         # A ViT is built for one size (its position embeddings): the run's, unless --image-size asks for another.
         size = image_size if image_size is not None else (config.image_size or weights.preprocess.image_size)
     else:
-        from resnet_cli.models.registry import family_of
-        from resnet_cli.models.summary import SMALL_INPUT_MAX
+        from resnet_cli.models.registry import default_small_input
 
         size = image_size if image_size is not None else 224
         name = arch or "50"
         if small_input is None:  # the stem train would pick, as --list shows
-            small_input = size <= SMALL_INPUT_MAX and family_of(name) == "resnet"
+            small_input = default_small_input(name, size)
         config = ModelConfig(arch=name, num_classes=num_classes, in_channels=in_channels, small_input=small_input)
     result = summarize(config, image_size=size, depth=depth, batch_size=batch_size)
     if json_out:

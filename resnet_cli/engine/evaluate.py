@@ -161,7 +161,7 @@ def evaluate(
     weights = load_weights(target, ema=ema)
     # The raw weights of a run that kept a moving average get their own files: the report of the weights of
     # record (what a study aggregates) is never replaced by another model's.
-    suffix = "-raw" if not weights.ema and (weights.checkpoint or {}).get("ema") is not None else ""
+    suffix = "-raw" if weights.raw_of_average else ""
     report_path = weights.run_dir / f"eval-{split}{suffix}.json"
     predictions_path = weights.run_dir / f"predictions-{split}{suffix}.csv"
     if save:  # fail before the work, not after it: a busy run folder or a user's file in the way

@@ -76,10 +76,6 @@ def default_name(fmt: str, raw: bool = False) -> str:
     return name.replace("model.", "model-raw.", 1) if raw else name
 
 
-def _raw_of_average(weights: LoadedWeights) -> bool:
-    return not weights.ema and (weights.checkpoint or {}).get("ema") is not None
-
-
 def export(
     target: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
@@ -109,7 +105,7 @@ def export(
     bad = non_finite_tensors(weights.state_dict)
     if bad:
         raise CheckpointError(f"{weights.source} holds NaN or infinite weights ({bad[0]}): refusing to export them")
-    path = Path(out) if out else weights.run_dir / default_name(fmt, raw=_raw_of_average(weights))
+    path = Path(out) if out else weights.run_dir / default_name(fmt, raw=weights.raw_of_average)
     if path.resolve() == weights.source.resolve():
         raise ConfigError(f"--out {path} is the file being exported: give another --out")
     if path.suffix.lower() == ".pt" and fmt == "safetensors":

@@ -47,7 +47,7 @@ from resnet_cli.engine.device import (
 from resnet_cli.engine.inference import AutocastForward, to_device
 from resnet_cli.errors import ConfigError, ResnetError
 from resnet_cli.fs import atomic_write_text
-from resnet_cli.models.registry import SMALL_INPUT_MAX, build_model, canonical_arch, check_image_size, family_of
+from resnet_cli.models.registry import build_model, canonical_arch, check_image_size, default_small_input, family_of
 
 PROBE_WARMUP = 1  # untimed steps per candidate: oneDNN primitives, cuDNN autotuning, the allocator
 PROBE_ROUNDS = 2  # candidates are timed in turn, round by round; each keeps its best round
@@ -594,7 +594,7 @@ def bench(
                 resolved.append(p)
     names = list(dict.fromkeys(canonical_arch(a) for a in archs))
     small = {
-        a: bool(small_input if small_input is not None else image_size <= SMALL_INPUT_MAX) and family_of(a) == "resnet"
+        a: default_small_input(a, image_size) if small_input is None else small_input and family_of(a) == "resnet"
         for a in names
     }
     for a in names:

@@ -52,6 +52,11 @@ class LoadedWeights:
     note: str | None = None  # one line the commands show as a warning (last.pt used for want of best.pt)
     ema: bool = False  # the weights are the run's moving average (--ema), not its raw weights
 
+    @property
+    def raw_of_average(self) -> bool:
+        """The raw weights of a run that also kept a moving average (not its weights of record)."""
+        return not self.ema and (self.checkpoint or {}).get("ema") is not None
+
     def describe(self) -> str:
         """Which weights these are, in a few words: ``best.pt (epoch 3)``, ``last.pt (epoch 0, step 3: no best.pt
         yet)``, ``model.safetensors (exported from best.pt)``."""

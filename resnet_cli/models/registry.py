@@ -91,6 +91,12 @@ def family_of(arch: str | int) -> Literal["resnet", "vit"]:
     return "vit" if canonical_arch(arch) in _VITS else "resnet"
 
 
+def default_small_input(arch: str | int, image_size: int) -> bool:
+    """The stem ``resnet train`` picks when none is asked for: small-input for a ResNet at :data:`SMALL_INPUT_MAX`
+    px or less (a ViT has no such stem)."""
+    return image_size <= SMALL_INPUT_MAX and family_of(arch) == "resnet"
+
+
 def depth_of(arch: str | int) -> int:
     """The depth of a ResNet, e.g. 50 for ``"resnet50"``.
 

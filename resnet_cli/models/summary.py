@@ -21,10 +21,10 @@ from resnet_cli.config import ModelConfig
 from resnet_cli.errors import ConfigError
 from resnet_cli.models.registry import (
     MIN_IMAGE_SIZE,
-    SMALL_INPUT_MAX,
     build_model,
     canonical_arch,
     check_image_size,
+    default_small_input,
     display_name,
     family_of,
     list_models,
@@ -203,11 +203,10 @@ def list_architectures(image_size: int, in_channels: int = 3, num_classes: int =
     """
     if image_size <= 0:
         raise ConfigError(f"image size must be a positive number of pixels, got {image_size}")
-    small = image_size <= SMALL_INPUT_MAX
     rows = []
     for arch in list_models():
         vit = family_of(arch) == "vit"
-        stem_small = small and not vit
+        stem_small = default_small_input(arch, image_size)
         try:
             check_image_size(image_size, stem_small, arch)
         except ConfigError:
