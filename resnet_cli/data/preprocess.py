@@ -18,7 +18,7 @@ from resnet_cli.data.images import GREY_MODES
 from resnet_cli.data.split import ManifestRow
 from resnet_cli.data.transforms import AUGMENTATIONS, POLICIES, SMALL_SIDE
 from resnet_cli.errors import ConfigError
-from resnet_cli.models.registry import canonical_arch, check_image_size, family_of
+from resnet_cli.models.registry import canonical_arch, check_image_size, default_small_input, family_of
 
 SMALL_IMAGE = SMALL_SIDE  # px: at or below this, the small-input stem and pad-and-crop augmentation by default
 EVAL_CROP = 0.875  # standard centre-crop ratio for photographs (resize 256 -> crop 224)
@@ -49,7 +49,9 @@ def resolve(config: TrainConfig, train_rows: Sequence[ManifestRow]) -> tuple[Pre
         raise ConfigError(
             "--small-input is the ResNet stem for small images; a ViT takes a smaller patch instead, e.g. vit-s/4"
         )
-    small = config.small_input if config.small_input is not None else resnet and 0 < size <= SMALL_IMAGE
+    small = config.small_input
+    if small is None:
+        small = size > 0 and default_small_input(config.arch, size)
     check_image_size(size, small, config.arch)
     augment = config.augment or ("crop" if size <= SMALL_IMAGE else "rrc")
     if augment not in AUGMENTATIONS:
